@@ -1,0 +1,356 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/gagliardetto/solana-go"
+	"github.com/rs/zerolog"
+
+	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/journal"
+)
+
+// Chain is what the driver needs of the Solana side (implemented by
+// chain.Client).
+type Chain interface {
+	// Node is this worker's node public key.
+	Node() solana.PublicKey
+	// Job reads a job account; an error wrapping chain.ErrAccountNotFound when absent.
+	Job(ctx context.Context, job solana.PublicKey) (*chain.Job, error)
+	// SignWorkJob builds and signs work_job for job (not sent).
+	SignWorkJob(ctx context.Context, job solana.PublicKey) (*chain.SignedTx, error)
+	// SignFinishJob builds and signs finish_job with the result digest (not sent).
+	SignFinishJob(ctx context.Context, job *chain.Job, jobKey solana.PublicKey, result [32]byte) (*chain.SignedTx, error)
+	// Submit sends tx's bytes (re-sending the same bytes until it lands or
+	// its blockhash expires) and waits for confirmation. nil: landed without
+	// error. A *chain.TxError when it failed (preflight or on chain); an
+	// error wrapping chain.ErrBlockhashExpired when it can no longer land.
+	Submit(ctx context.Context, tx *chain.SignedTx) error
+}
+
+// Store is what the driver needs of IPFS (implemented over the ipfs package).
+type Store interface {
+	// Fetch returns the bytes behind cid, verified against it.
+	Fetch(ctx context.Context, cid string) ([]byte, error)
+	// ComputeCID returns the CIDv0 `ipfs add` would give r's bytes.
+	ComputeCID(r io.Reader) (string, int64, error)
+	// AddFile uploads a file and returns its CID, which must equal the local one.
+	AddFile(ctx context.Context, path string) (string, int64, error)
+}
+
+// ContainerSpec, Op and Exit mirror the runtime package's types, so that this
+// package does not depend on containerd.
+type ContainerSpec struct {
+	ID          string
+	Image       string
+	Workspace   string   // host directory mounted at /workspace
+	Env         []string // KEY=VALUE, may hold secrets
+	MemoryBytes int64
+	PidsLimit   int64
+	Labels      map[string]string
+}
+
+// Op is one operation: argv and working directory inside the container.
+type Op struct {
+	Argv    []string
+	Workdir string
+}
+
+// Exit is how an operation's process ended.
+type Exit struct {
+	Code      int
+	ExitedAt  time.Time
+	OOMKilled bool
+}
+
+// Runtime is what the driver needs of containerd (implemented over the
+// runtime package).
+type Runtime interface {
+	EnsureImage(ctx context.Context, ref string) error
+	// Create creates the container; an existing one with the same ID is not an error.
+	Create(ctx context.Context, spec ContainerSpec) error
+	// RunOp starts operation n (or re-attaches to it when its task already
+	// exists) and waits for it; cancelling ctx detaches without killing.
+	RunOp(ctx context.Context, id string, n int, op Op, logPath string) (Exit, error)
+	Kill(ctx context.Context, id string) error
+	Remove(ctx context.Context, id string) error
+}
+
+// Limits bound what a job may use.
+type Limits struct {
+	MemoryBytes    int64 // per container
+	PidsLimit      int64
+	MaxOutputFiles int
+	MaxOutputBytes int64 // sum of output file sizes
+	LogTailBytes   int
+}
+
+// DefaultLimits are used for zero fields of Driver.Limits.
+var DefaultLimits = Limits{MemoryBytes: 2 << 30, PidsLimit: 256, MaxOutputFiles: 1000, MaxOutputBytes: 1 << 30, LogTailBytes: 4096}
+
+// Driver moves jobs through the lifecycle, journaling every step.
+type Driver struct {
+	Journal *journal.Journal
+	Chain   Chain
+	Store   Store
+	Runtime Runtime
+	// DataDir holds jobs/<job>/{workspace,logs}; named from the journal.
+	DataDir string
+	Limits  Limits
+	Log     zerolog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// RetryMin and RetryMax bound the backoff between attempts of a step
+	// that failed transiently (defaults 500ms and 15s).
+	RetryMin, RetryMax time.Duration
+}
+
+func (d *Driver) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Driver) limits() Limits {
+	l := d.Limits
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = DefaultLimits.MemoryBytes
+	}
+	if l.PidsLimit == 0 {
+		l.PidsLimit = DefaultLimits.PidsLimit
+	}
+	if l.MaxOutputFiles == 0 {
+		l.MaxOutputFiles = DefaultLimits.MaxOutputFiles
+	}
+	if l.MaxOutputBytes == 0 {
+		l.MaxOutputBytes = DefaultLimits.MaxOutputBytes
+	}
+	if l.LogTailBytes == 0 {
+		l.LogTailBytes = DefaultLimits.LogTailBytes
+	}
+	return l
+}
+
+// JobDir is where a job's files live: DataDir/jobs/<job>.
+func (d *Driver) JobDir(job string) string { return filepath.Join(d.DataDir, "jobs", job) }
+
+// errAbandon is returned by a step that found the job gone from us on chain.
+type errAbandon struct{ reason string }
+
+func (e errAbandon) Error() string { return "abandon: " + e.reason }
+
+// Poll records that job was seen (none → polled). It is a no-op for a job the
+// journal already has; it returns the job's state.
+func (d *Driver) Poll(job solana.PublicKey) (State, error) {
+	snap, err := d.Journal.Snapshot(job.String())
+	if err == nil {
+		return State(snap.State), nil
+	}
+	if !errors.Is(err, journal.ErrNotFound) {
+		return None, err
+	}
+	if err := d.transition(job.String(), None, EvPoll, nil); err != nil {
+		return None, err
+	}
+	return Polled, nil
+}
+
+// transition validates and appends a transition record.
+func (d *Driver) transition(job string, from State, event string, fields map[string]string) error {
+	to, err := Next(from, event)
+	if err != nil {
+		return fmt.Errorf("job %s: %w", job, err)
+	}
+	_, err = d.Journal.Append(journal.Record{Job: job, Kind: journal.KindTransition, Event: event, From: string(from), To: string(to), Fields: fields})
+	if err == nil {
+		d.Log.Info().Str("job", job).Str("from", string(from)).Str("to", string(to)).Str("event", event).Msg("transition")
+	}
+	return err
+}
+
+func (d *Driver) intent(job string, rec journal.Record) error {
+	rec.Job, rec.Kind = job, journal.KindIntent
+	_, err := d.Journal.Append(rec)
+	return err
+}
+
+// Run drives job from its journaled state until it is terminal or ctx ends.
+// Transient failures are retried with exponential backoff; the returned
+// error is ctx's, or one that no retry can mend (a corrupt journal).
+func (d *Driver) Run(ctx context.Context, job solana.PublicKey) error {
+	key := job.String()
+	backoff := d.RetryMin
+	if backoff == 0 {
+		backoff = 500 * time.Millisecond
+	}
+	maxBackoff := d.RetryMax
+	if maxBackoff == 0 {
+		maxBackoff = 15 * time.Second
+	}
+	for {
+		snap, err := d.Journal.Snapshot(key)
+		if err != nil {
+			return err
+		}
+		state := State(snap.State)
+		if state.Terminal() {
+			return nil
+		}
+		err = d.step(ctx, job, snap)
+		var ab errAbandon
+		if errors.As(err, &ab) {
+			d.abandon(ctx, key, state, snap, ab.reason)
+			continue
+		}
+		if err == nil {
+			backoff = d.RetryMin
+			if backoff == 0 {
+				backoff = 500 * time.Millisecond
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, journal.ErrCorrupt) {
+			return err
+		}
+		d.Log.Warn().Err(err).Str("job", key).Str("state", string(state)).Dur("retry_in", backoff).Msg("step failed; will retry")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+		if backoff > maxBackoff {
+			backoff = maxBackoff
+		}
+	}
+}
+
+func (d *Driver) step(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
+	switch State(snap.State) {
+	case Polled:
+		return d.claim(ctx, job, snap)
+	case Claimed:
+		return d.fetch(ctx, job, snap)
+	case Fetched:
+		return d.start(ctx, job, snap)
+	case Running:
+		return d.run(ctx, job, snap)
+	case Uploaded:
+		return d.finish(ctx, job, snap)
+	}
+	return fmt.Errorf("job %s: no step from state %q", job, snap.State)
+}
+
+func (d *Driver) abandon(ctx context.Context, job string, from State, snap journal.Snapshot, reason string) {
+	if snap.Container != nil {
+		if err := d.Runtime.Remove(ctx, snap.Container.ID); err != nil {
+			d.Log.Warn().Err(err).Str("job", job).Msg("remove container of abandoned job")
+		}
+	}
+	if err := d.transition(job, from, EvAbandon, map[string]string{"reason": reason}); err != nil {
+		d.Log.Error().Err(err).Str("job", job).Msg("journal abandon")
+	}
+}
+
+// ours checks that the chain still has job running for this node.
+func (d *Driver) ours(ctx context.Context, job solana.PublicKey) (*chain.Job, error) {
+	acc, err := d.Chain.Job(ctx, job)
+	if errors.Is(err, chain.ErrAccountNotFound) {
+		return nil, errAbandon{"job account no longer exists"}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if acc.State != chain.JobRunning {
+		return acc, errAbandon{"job is " + acc.State.String() + " on chain"}
+	}
+	if acc.Node == nil || *acc.Node != d.Chain.Node() {
+		return acc, errAbandon{"job is assigned to another node"}
+	}
+	return acc, nil
+}
+
+func txIntent(tx *chain.SignedTx) *journal.TxIntent {
+	return &journal.TxIntent{Instruction: tx.Instruction, Signature: tx.Signature.String(), Raw: tx.Raw, LastValidBlockHeight: tx.LastValidBlockHeight}
+}
+
+func signedTx(t *journal.TxIntent) (*chain.SignedTx, error) {
+	sig, err := solana.SignatureFromBase58(t.Signature)
+	if err != nil {
+		return nil, fmt.Errorf("%w: journaled signature %q: %v", journal.ErrCorrupt, t.Signature, err)
+	}
+	return &chain.SignedTx{Instruction: t.Instruction, Signature: sig, Raw: t.Raw, LastValidBlockHeight: t.LastValidBlockHeight}, nil
+}
+
+// submitIntent sends the journaled transaction of snap when it is for
+// instruction, else signs a new one with sign, journals it, then sends it.
+// A journaled one whose blockhash expired is rebuilt.
+func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snapshot, instruction string, sign func() (*chain.SignedTx, error)) (*chain.SignedTx, error) {
+	var tx *chain.SignedTx
+	if snap.Tx != nil && snap.Tx.Instruction == instruction {
+		t, err := signedTx(snap.Tx)
+		if err != nil {
+			return nil, err
+		}
+		tx = t
+		d.Log.Info().Str("job", job).Str("sig", snap.Tx.Signature).Msg("resending journaled " + instruction)
+	}
+	for {
+		if tx == nil {
+			t, err := sign()
+			if err != nil {
+				return nil, fmt.Errorf("sign %s: %w", instruction, err)
+			}
+			if err := d.intent(job, journal.Record{Intent: journal.IntentTx, Tx: txIntent(t)}); err != nil {
+				return nil, err
+			}
+			tx = t
+		}
+		err := d.Chain.Submit(ctx, tx)
+		if errors.Is(err, chain.ErrBlockhashExpired) {
+			d.Log.Info().Str("job", job).Str("sig", tx.Signature.String()).Msg(instruction + " expired without landing; rebuilding")
+			tx = nil
+			continue
+		}
+		return tx, err
+	}
+}
+
+func (d *Driver) claim(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
+	key := job.String()
+	if snap.Tx == nil {
+		acc, err := d.Chain.Job(ctx, job)
+		if errors.Is(err, chain.ErrAccountNotFound) {
+			return d.transition(key, Polled, EvLose, map[string]string{"reason": "job account not found"})
+		}
+		if err != nil {
+			return err
+		}
+		if acc.Node != nil && *acc.Node == d.Chain.Node() && acc.State == chain.JobRunning {
+			return d.transition(key, Polled, EvAssigned, nil)
+		}
+		if acc.State != chain.JobQueued {
+			return d.transition(key, Polled, EvLose, map[string]string{"reason": "job is " + acc.State.String()})
+		}
+	}
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxWorkJob, func() (*chain.SignedTx, error) { return d.Chain.SignWorkJob(ctx, job) })
+	var txErr *chain.TxError
+	if errors.As(err, &txErr) && (txErr.Program == chain.ErrJobNotInQueue || txErr.Program == chain.ErrJobNotQueued) {
+		// Another node won the race: normal, not an error.
+		d.Log.Info().Str("job", key).Msg("claim lost to another node")
+		return d.transition(key, Polled, EvLose, map[string]string{"reason": txErr.Program.Name()})
+	}
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", key, err)
+	}
+	return d.transition(key, Polled, EvClaim, map[string]string{"claim_sig": tx.Signature.String()})
+}

@@ -1,0 +1,498 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/gagliardetto/solana-go"
+
+	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/ipfs"
+	"github.com/hypernode-sol/worker/jobdef"
+	"github.com/hypernode-sol/worker/journal"
+)
+
+// Journal field names recorded by the steps.
+const (
+	FieldDefinition = "definition" // CID of the job definition
+	FieldImage      = "image"
+	FieldResultCID  = "result_cid"
+	FieldStatus     = "status" // result document status
+	FieldError      = "error"  // why a result is not succeeded (never holds secrets)
+	FieldAttempts   = "attempts"
+)
+
+func opField(n int, what string) string { return "op." + strconv.Itoa(n) + "." + what }
+
+// definition fetches and parses the job's definition. A definition that can
+// never be valid (bytes that do not match the CID on every gateway, too
+// large, or failing validation) gives a *rejection.
+func (d *Driver) definition(ctx context.Context, acc *chain.Job) (*jobdef.Definition, string, error) {
+	if acc.IPFSJob == ([32]byte{}) {
+		return nil, "", &rejection{"job account has no definition (ipfs_job is zero)"}
+	}
+	cid := ipfs.CIDFromDigest(ipfs.Digest(acc.IPFSJob))
+	b, err := d.Store.Fetch(ctx, cid)
+	if err != nil {
+		if permanentFetchError(err) {
+			return nil, cid, &rejection{fmt.Sprintf("job definition %s: %v", cid, err)}
+		}
+		return nil, cid, fmt.Errorf("fetch definition %s: %w", cid, err)
+	}
+	def, err := jobdef.Parse(b)
+	if err != nil {
+		return nil, cid, &rejection{"invalid job definition: " + err.Error()}
+	}
+	return def, cid, nil
+}
+
+// permanentFetchError: every gateway answered with bytes that can never be
+// the definition (they do not hash to the CID, or exceed the size limit).
+func permanentFetchError(err error) bool {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var mm *ipfs.MismatchError
+		var tl *ipfs.TooLargeError
+		if !errors.As(e, &mm) && !errors.As(e, &tl) {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
+type rejection struct{ reason string }
+
+func (r *rejection) Error() string { return r.reason }
+
+func (d *Driver) fetch(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
+	key := job.String()
+	acc, err := d.ours(ctx, job)
+	if err != nil {
+		return err
+	}
+	if snap.Upload != nil {
+		// A rejected result was being uploaded when we stopped: finish that.
+		return d.reject(ctx, job, snap.Fields[FieldError])
+	}
+	def, cid, err := d.definition(ctx, acc)
+	var rej *rejection
+	if errors.As(err, &rej) {
+		d.Log.Warn().Str("job", key).Str("reason", rej.reason).Msg("job definition rejected")
+		return d.reject(ctx, job, rej.reason)
+	}
+	if err != nil {
+		return err
+	}
+	return d.transition(key, Claimed, EvFetch, map[string]string{FieldDefinition: cid, FieldImage: def.ImageRef()})
+}
+
+func (d *Driver) reject(ctx context.Context, job solana.PublicKey, reason string) error {
+	now := d.now().UTC()
+	res := &jobdef.Result{Version: jobdef.ResultVersion, Job: job.String(), Node: d.Chain.Node().String(),
+		Status: jobdef.StatusRejected, StartedAt: now, FinishedAt: now, Error: reason}
+	return d.uploadResult(ctx, job.String(), Claimed, EvReject, res)
+}
+
+// uploadResult writes the result document, journals its CID as an upload
+// intent, uploads it and journals the transition.
+func (d *Driver) uploadResult(ctx context.Context, job string, from State, event string, res *jobdef.Result) error {
+	b, err := res.Marshal()
+	if err != nil {
+		return fmt.Errorf("result document: %w", err)
+	}
+	dir := d.JobDir(job)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "result.json")
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return err
+	}
+	cid, _, err := d.Store.ComputeCID(bytesReader(b))
+	if err != nil {
+		return err
+	}
+	if err := d.intent(job, journal.Record{Intent: journal.IntentUpload, Upload: &journal.UploadIntent{What: "result", CID: cid},
+		Fields: map[string]string{FieldStatus: res.Status, FieldError: res.Error}}); err != nil {
+		return err
+	}
+	got, _, err := d.Store.AddFile(ctx, path)
+	if err != nil {
+		return fmt.Errorf("upload result: %w", err)
+	}
+	if got != cid {
+		return fmt.Errorf("upload result: store answered CID %s, computed %s", got, cid)
+	}
+	return d.transition(job, from, event, map[string]string{FieldResultCID: cid, FieldStatus: res.Status})
+}
+
+func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
+	key := job.String()
+	acc, err := d.ours(ctx, job)
+	if err != nil {
+		return err
+	}
+	def, _, err := d.definition(ctx, acc)
+	if err != nil {
+		return err // a definition that passed fetch cannot become invalid
+	}
+	ci := snap.Container
+	if ci == nil {
+		attempt := 1
+		if a, err := strconv.Atoi(snap.Fields[FieldAttempts]); err == nil {
+			attempt = a + 1
+		}
+		deadline := time.Unix(acc.TimeStart+acc.Timeout, 0)
+		if def.Timeout > 0 {
+			if own := d.now().Add(def.Timeout); own.Before(deadline) {
+				deadline = own
+			}
+		}
+		ci = &journal.ContainerIntent{ID: ContainerID(key, attempt), Attempt: attempt, Deadline: deadline.UTC(), Image: def.ImageRef()}
+		if err := d.prepareWorkspace(key, def); err != nil {
+			return err
+		}
+	}
+	if err := d.Runtime.EnsureImage(ctx, ci.Image); err != nil {
+		return fmt.Errorf("image %s: %w", ci.Image, err)
+	}
+	if snap.Container == nil {
+		if err := d.intent(key, journal.Record{Intent: journal.IntentContainer, Container: ci,
+			Fields: map[string]string{FieldAttempts: strconv.Itoa(ci.Attempt)}}); err != nil {
+			return err
+		}
+	}
+	lim := d.limits()
+	mem := lim.MemoryBytes
+	if def.Resources.MemoryMB > 0 && int64(def.Resources.MemoryMB)<<20 < mem {
+		mem = int64(def.Resources.MemoryMB) << 20
+	}
+	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
+		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
+		Labels: map[string]string{"hypernode.job": key, "hypernode.attempt": strconv.Itoa(ci.Attempt)}}
+	if err := d.Runtime.Create(ctx, spec); err != nil {
+		return fmt.Errorf("create container %s: %w", ci.ID, err)
+	}
+	return d.transition(key, Fetched, EvStart, map[string]string{"container": ci.ID, "deadline": ci.Deadline.Format(time.RFC3339)})
+}
+
+// ContainerID is the deterministic container ID of a job's attempt.
+func ContainerID(job string, attempt int) string { return fmt.Sprintf("hn-%s-%d", job, attempt) }
+
+func (d *Driver) workspace(job string) string { return filepath.Join(d.JobDir(job), "workspace") }
+func (d *Driver) logPath(job string, n int) string {
+	return filepath.Join(d.JobDir(job), "logs", fmt.Sprintf("op-%d.log", n))
+}
+
+func (d *Driver) prepareWorkspace(job string, def *jobdef.Definition) error {
+	ws := d.workspace(job)
+	// A previous attempt's files are not carried over.
+	if err := os.RemoveAll(ws); err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(jobdef.WorkspaceDir, def.Outputs)
+	if err != nil {
+		return err
+	}
+	for _, dir := range []string{ws, filepath.Join(ws, rel), filepath.Join(d.JobDir(job), "logs")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return writeFileAtomic(filepath.Join(ws, filepath.Base(jobdef.InputPath)), def.InputJSON(), 0o644)
+}
+
+func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
+	key := job.String()
+	acc, err := d.ours(ctx, job)
+	if err != nil {
+		return err
+	}
+	if snap.Upload != nil {
+		return d.resumeUpload(ctx, key, snap)
+	}
+	def, _, err := d.definition(ctx, acc)
+	if err != nil {
+		return err
+	}
+	ci := snap.Container
+	if ci == nil {
+		return fmt.Errorf("%w: job %s is running without a container intent", journal.ErrCorrupt, key)
+	}
+	status, reason := jobdef.StatusSucceeded, ""
+	fields := snap.Fields
+	for n, op := range def.Operations {
+		if code, ok := fields[opField(n, "exit")]; ok {
+			if code != "0" {
+				status, reason = failure(fields, n)
+				break
+			}
+			continue
+		}
+		if snap.Op == nil || snap.Op.Index != n {
+			if err := d.intent(key, journal.Record{Intent: journal.IntentOp, Op: &journal.OpIntent{Index: n},
+				Fields: map[string]string{opField(n, "started"): d.now().UTC().Format(time.RFC3339Nano)}}); err != nil {
+				return err
+			}
+			snap.Op = &journal.OpIntent{Index: n}
+			if s, err := d.Journal.Snapshot(key); err == nil {
+				fields = s.Fields
+			}
+		}
+		d.Log.Info().Str("job", key).Int("op", n).Str("container", ci.ID).Msg("operation running")
+		opCtx, cancel := context.WithDeadline(ctx, ci.Deadline)
+		exit, err := d.Runtime.RunOp(opCtx, ci.ID, n, Op{Argv: op.Argv, Workdir: op.Workdir}, d.logPath(key, n))
+		timedOut := err != nil && ctx.Err() == nil && opCtx.Err() != nil
+		cancel()
+		progress := map[string]string{}
+		if timedOut {
+			if err := d.Runtime.Kill(ctx, ci.ID); err != nil {
+				return fmt.Errorf("kill %s at its deadline: %w", ci.ID, err)
+			}
+			progress[opField(n, "exit")] = "137"
+			progress[opField(n, "timeout")] = "1"
+		} else if err != nil {
+			return fmt.Errorf("operation %d of %s: %w", n, ci.ID, err)
+		} else {
+			progress[opField(n, "exit")] = strconv.Itoa(exit.Code)
+			if exit.OOMKilled {
+				progress[opField(n, "oom")] = "1"
+			}
+		}
+		if started, err := time.Parse(time.RFC3339Nano, fields[opField(n, "started")]); err == nil {
+			end := d.now()
+			if !timedOut && !exit.ExitedAt.IsZero() {
+				end = exit.ExitedAt
+			}
+			progress[opField(n, "ms")] = strconv.FormatInt(end.Sub(started).Milliseconds(), 10)
+		}
+		if _, err := d.Journal.Append(journal.Record{Job: key, Kind: journal.KindProgress, Fields: progress}); err != nil {
+			return err
+		}
+		for k, v := range progress {
+			fields[k] = v
+		}
+		d.Log.Info().Str("job", key).Int("op", n).Str("exit", progress[opField(n, "exit")]).Msg("operation ended")
+		if progress[opField(n, "exit")] != "0" {
+			status, reason = failure(fields, n)
+			break
+		}
+	}
+	res, err := d.buildResult(ctx, key, def, fields, status, reason)
+	if err != nil {
+		return err
+	}
+	if err := d.uploadResult(ctx, key, Running, EvUpload, res); err != nil {
+		return err
+	}
+	if err := d.Runtime.Remove(ctx, ci.ID); err != nil {
+		d.Log.Warn().Err(err).Str("job", key).Str("container", ci.ID).Msg("remove container (the reaper will retry)")
+	}
+	return nil
+}
+
+// resumeUpload finishes an upload of the result document interrupted by a crash.
+func (d *Driver) resumeUpload(ctx context.Context, job string, snap journal.Snapshot) error {
+	path := filepath.Join(d.JobDir(job), "result.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("result document of interrupted upload: %w", err)
+	}
+	res, err := jobdef.ParseResult(b)
+	if err != nil {
+		return fmt.Errorf("result document of interrupted upload: %w", err)
+	}
+	got, _, err := d.Store.AddFile(ctx, path)
+	if err != nil {
+		return fmt.Errorf("upload result: %w", err)
+	}
+	if got != snap.Upload.CID {
+		return fmt.Errorf("%w: result document on disk has CID %s, journal says %s", journal.ErrCorrupt, got, snap.Upload.CID)
+	}
+	if err := d.transition(job, Running, EvUpload, map[string]string{FieldResultCID: got, FieldStatus: res.Status}); err != nil {
+		return err
+	}
+	if snap.Container != nil {
+		_ = d.Runtime.Remove(ctx, snap.Container.ID)
+	}
+	return nil
+}
+
+func failure(fields map[string]string, n int) (status, reason string) {
+	code := fields[opField(n, "exit")]
+	switch {
+	case fields[opField(n, "timeout")] == "1":
+		return jobdef.StatusTimeout, fmt.Sprintf("operation %d was killed at the job's deadline", n)
+	case fields[opField(n, "oom")] == "1":
+		return jobdef.StatusFailed, fmt.Sprintf("operation %d was killed: out of memory (OOM)", n)
+	}
+	return jobdef.StatusFailed, fmt.Sprintf("operation %d exited with code %s", n, code)
+}
+
+func (d *Driver) buildResult(ctx context.Context, job string, def *jobdef.Definition, fields map[string]string, status, reason string) (*jobdef.Result, error) {
+	res := &jobdef.Result{Version: jobdef.ResultVersion, Job: job, Node: d.Chain.Node().String(), Status: status,
+		Error: reason, FinishedAt: d.now().UTC(), Operations: []jobdef.OpResult{}, Outputs: []jobdef.Output{}}
+	if t, err := time.Parse(time.RFC3339Nano, fields[opField(0, "started")]); err == nil {
+		res.StartedAt = t.UTC()
+	} else {
+		res.StartedAt = res.FinishedAt
+	}
+	scrub := jobdef.Scrubber(def)
+	for n := range def.Operations {
+		code, ok := fields[opField(n, "exit")]
+		if !ok {
+			break
+		}
+		exit, _ := strconv.Atoi(code)
+		ms, _ := strconv.ParseInt(fields[opField(n, "ms")], 10, 64)
+		op := jobdef.OpResult{Index: n, ExitCode: exit, DurationMS: ms}
+		cid, tail, err := d.uploadLog(ctx, d.logPath(job, n), scrub)
+		if err != nil {
+			return nil, err
+		}
+		op.Log, op.LogTail = cid, tail
+		res.Operations = append(res.Operations, op)
+	}
+	outs, err := d.uploadOutputs(ctx, job, def)
+	if err != nil {
+		return nil, err
+	}
+	res.Outputs = outs
+	return res, nil
+}
+
+// uploadLog scrubs secrets from an operation's log, uploads the scrubbed copy
+// and returns its CID and tail. An empty or absent log gives "".
+func (d *Driver) uploadLog(ctx context.Context, path string, scrub func([]byte) []byte) (string, string, error) {
+	scrubbed := path + ".scrubbed"
+	n, err := scrubFile(path, scrubbed, scrub)
+	if errors.Is(err, os.ErrNotExist) || (err == nil && n == 0) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("scrub log %s: %w", path, err)
+	}
+	cid, _, err := d.Store.AddFile(ctx, scrubbed)
+	if err != nil {
+		return "", "", fmt.Errorf("upload log: %w", err)
+	}
+	tail, err := readTail(scrubbed, jobdef.MaxLogTail+8)
+	if err != nil {
+		return "", "", err
+	}
+	return cid, jobdef.LogTail(tail), nil
+}
+
+// uploadOutputs uploads the regular files under the job's outputs directory
+// (symlinks and other special files are skipped: they could point at host
+// paths) and lists them sorted by path.
+func (d *Driver) uploadOutputs(ctx context.Context, job string, def *jobdef.Definition) ([]jobdef.Output, error) {
+	rel, err := filepath.Rel(jobdef.WorkspaceDir, def.Outputs)
+	if err != nil {
+		return nil, err
+	}
+	root := filepath.Join(d.workspace(job), rel)
+	lim := d.limits()
+	var outs []jobdef.Output
+	var total int64
+	err = filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && p == root {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if len(outs) >= lim.MaxOutputFiles {
+			return fmt.Errorf("more than %d output files", lim.MaxOutputFiles)
+		}
+		if total += info.Size(); total > lim.MaxOutputBytes {
+			return fmt.Errorf("outputs exceed %d bytes", lim.MaxOutputBytes)
+		}
+		cid, size, err := d.Store.AddFile(ctx, p)
+		if err != nil {
+			return fmt.Errorf("upload output %s: %w", p, err)
+		}
+		r, _ := filepath.Rel(root, p)
+		outs = append(outs, jobdef.Output{Path: filepath.ToSlash(r), CID: cid, Size: size})
+		return nil
+	})
+	sort.Slice(outs, func(a, b int) bool { return outs[a].Path < outs[b].Path })
+	if outs == nil {
+		outs = []jobdef.Output{}
+	}
+	return outs, err
+}
+
+func (d *Driver) finish(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
+	key := job.String()
+	cid := snap.Fields[FieldResultCID]
+	digest, err := ipfs.DigestFromCID(cid)
+	if err != nil {
+		return fmt.Errorf("%w: result CID %q: %v", journal.ErrCorrupt, cid, err)
+	}
+	event := EvFail
+	if snap.Fields[FieldStatus] == jobdef.StatusSucceeded {
+		event = EvFinish
+	}
+	landed := func(acc *chain.Job) bool {
+		return acc != nil && acc.State == chain.JobCompleted && acc.Node != nil && *acc.Node == d.Chain.Node() && acc.IPFSResult == [32]byte(digest)
+	}
+	var acc *chain.Job
+	if snap.Tx == nil || snap.Tx.Instruction != chain.IxFinishJob {
+		acc, err = d.Chain.Job(ctx, job)
+		if err != nil && !errors.Is(err, chain.ErrAccountNotFound) {
+			return err
+		}
+		if landed(acc) {
+			return d.transition(key, Uploaded, event, nil)
+		}
+		if _, err := d.ours(ctx, job); err != nil {
+			return err
+		}
+	}
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxFinishJob, func() (*chain.SignedTx, error) {
+		if acc == nil {
+			a, err := d.ours(ctx, job)
+			if err != nil {
+				return nil, err
+			}
+			acc = a
+		}
+		return d.Chain.SignFinishJob(ctx, acc, job, digest)
+	})
+	var txErr *chain.TxError
+	if errors.As(err, &txErr) {
+		// Refused: maybe it landed already (a re-sent copy), maybe the job
+		// is no longer ours.
+		now, rerr := d.Chain.Job(ctx, job)
+		if rerr == nil && landed(now) {
+			return d.transition(key, Uploaded, event, nil)
+		}
+		if _, oerr := d.ours(ctx, job); oerr != nil {
+			return oerr
+		}
+		return fmt.Errorf("finish_job %s: %w", key, err)
+	}
+	if err != nil {
+		return fmt.Errorf("finish_job %s: %w", key, err)
+	}
+	return d.transition(key, Uploaded, event, map[string]string{"finish_sig": tx.Signature.String()})
+}
