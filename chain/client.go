@@ -416,3 +416,37 @@ func txErrorFrom(sig string, landed bool, v interface{}) *TxError {
 	}
 	return e
 }
+
+// RequestAirdrop asks the RPC's faucet for lamports to the node and waits
+// until the airdrop is confirmed (localnet and devnet only).
+func (c *Client) RequestAirdrop(ctx context.Context, lamports uint64) error {
+	cctx, cancel := c.call(ctx)
+	sig, err := c.RPC.RequestAirdrop(cctx, c.Node(), lamports, rpc.CommitmentConfirmed)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("requestAirdrop: %w", err)
+	}
+	poll := c.PollInterval
+	if poll == 0 {
+		poll = 400 * time.Millisecond
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.status(ctx, sig)
+		if err != nil {
+			return err
+		}
+		if st != nil && st.Err != nil {
+			return txErrorFrom(sig.String(), true, st.Err)
+		}
+		if st != nil && (st.ConfirmationStatus == rpc.ConfirmationStatusConfirmed || st.ConfirmationStatus == rpc.ConfirmationStatusFinalized) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+	return fmt.Errorf("airdrop %s not confirmed within 60s", sig)
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gagliardetto/solana-go"
+	"github.com/joho/godotenv"
+	"github.com/spf13/pflag"
+
+	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/ipfs"
+)
+
+// errUsage marks a configuration or usage error: one clear line, exit code 2.
+var errUsage = errors.New("usage")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+// Networks the worker knows. localnet is the embedded local market.
+var networkRPC = map[string]string{
+	"localnet": "",
+	"devnet":   "https://api.devnet.solana.com",
+	"testnet":  "https://api.testnet.solana.com",
+	"mainnet":  "https://api.mainnet-beta.solana.com",
+}
+
+// Config is the worker's configuration after env, .env and flags.
+type Config struct {
+	Network           string
+	RPCURL            string // SOLANA_RPC_URL; empty with localnet = embedded
+	KeypairPath       string // KEYPAIR_PATH
+	Market            solana.PublicKey
+	MarketSet         bool
+	Program           solana.PublicKey // PROGRAM_ID
+	Staking           solana.PublicKey // STAKING_PROGRAM_ID
+	Gateways          []string         // IPFS_GATEWAY
+	UploadURL         string           // IPFS_UPLOAD_URL (kubo RPC API base)
+	ContainerRuntime  string           // CONTAINER_RUNTIME
+	ContainerdAddress string           // CONTAINERD_ADDRESS
+	AutoAccept        bool             // AUTO_ACCEPT
+	PollInterval      time.Duration    // POLLING_INTERVAL (ms)
+	HealthInterval    time.Duration    // HEALTH_CHECK_INTERVAL (ms)
+	DataDir           string           // HYPERNODE_DATA_DIR
+	LocalnetAddr      string           // LOCALNET_ADDR
+	GPUInventory      string           // GPU_INVENTORY
+	Slots             int              // PARALLEL_JOBS
+	ImportImages      []string         // IMPORT_IMAGES: OCI archives imported at start
+	LogFormat         string           // LOG_FORMAT: auto, console, json
+}
+
+// setting is one configuration key: its environment name, flag name, default
+// and help.
+type setting struct {
+	env, flag, def, help string
+}
+
+var settings = []setting{
+	{"NETWORK", "network", "localnet", "localnet (embedded market), devnet, testnet or mainnet"},
+	{"SOLANA_RPC_URL", "rpc-url", "", "Solana JSON-RPC URL (default: the network's; with localnet, the embedded one)"},
+	{"KEYPAIR_PATH", "keypair", "", "node keypair, Solana CLI format (default with localnet: DATA_DIR/node-keypair.json, created)"},
+	{"MARKET_PUBKEY", "market", "", "market account (default with the embedded localnet: its market)"},
+	{"PROGRAM_ID", "program-id", chain.DefaultMarketsProgramID.String(), "Markets program ID"},
+	{"STAKING_PROGRAM_ID", "staking-program-id", chain.DefaultStakingProgramID.String(), "staking program ID"},
+	{"IPFS_GATEWAY", "ipfs-gateway", "", "IPFS gateway URLs, comma-separated (default with localnet: its gateway)"},
+	{"IPFS_UPLOAD_URL", "ipfs-upload-url", "", "kubo RPC API base URL for uploads (default with localnet: its store)"},
+	{"CONTAINER_RUNTIME", "container-runtime", "containerd", "container runtime (containerd)"},
+	{"CONTAINERD_ADDRESS", "containerd-address", "/run/containerd/containerd.sock", "containerd socket"},
+	{"AUTO_ACCEPT", "auto-accept", "true", "claim queued jobs automatically"},
+	{"POLLING_INTERVAL", "polling-interval", "10000", "milliseconds between market polls"},
+	{"HEALTH_CHECK_INTERVAL", "health-check-interval", "60000", "milliseconds between health samples"},
+	{"HYPERNODE_DATA_DIR", "data-dir", "", "data directory: journal, job workspaces, logs (default ~/.hypernode)"},
+	{"LOCALNET_ADDR", "localnet-addr", "127.0.0.1:8899", "listen address of the embedded localnet"},
+	{"GPU_INVENTORY", "gpu-inventory", "", "read GPUs from this captured nvidia-smi/rocm-smi output instead of the machine"},
+	{"PARALLEL_JOBS", "parallel-jobs", "1", "jobs run at once"},
+	{"IMPORT_IMAGES", "import-image", "", "OCI image archives to import at start, comma-separated"},
+	{"LOG_FORMAT", "log-format", "auto", "auto (console on a terminal, else JSON), console or json"},
+}
+
+// addConfigFlags registers every setting as a flag of fs, plus --env-file.
+func addConfigFlags(fs *pflag.FlagSet) {
+	fs.String("env-file", ".env", "file of KEY=VALUE settings read when present")
+	for _, s := range settings {
+		fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+	}
+}
+
+// loadConfig resolves each setting: flag, then environment, then the .env
+// file, then the default. Errors wrap errUsage and name the setting.
+func loadConfig(fs *pflag.FlagSet) (*Config, error) {
+	envFile, _ := fs.GetString("env-file")
+	fileVals := map[string]string{}
+	if envFile != "" {
+		vals, err := godotenv.Read(envFile)
+		switch {
+		case err == nil:
+			fileVals = vals
+		case errors.Is(err, os.ErrNotExist) && !fs.Changed("env-file"):
+		default:
+			return nil, usageErr("env file %s: %v", envFile, err)
+		}
+	}
+	raw := map[string]string{}
+	for _, s := range settings {
+		v := s.def
+		if fv, ok := fileVals[s.env]; ok {
+			v = fv
+		}
+		if ev, ok := os.LookupEnv(s.env); ok {
+			v = ev
+		}
+		if fs.Changed(s.flag) {
+			v, _ = fs.GetString(s.flag)
+		}
+		raw[s.env] = strings.TrimSpace(v)
+	}
+	return parseConfig(raw)
+}
+
+// parseConfig validates the resolved settings (keyed by environment name).
+func parseConfig(raw map[string]string) (*Config, error) {
+	c := &Config{Network: raw["NETWORK"], RPCURL: raw["SOLANA_RPC_URL"], KeypairPath: raw["KEYPAIR_PATH"],
+		UploadURL: raw["IPFS_UPLOAD_URL"], ContainerRuntime: raw["CONTAINER_RUNTIME"],
+		ContainerdAddress: raw["CONTAINERD_ADDRESS"], DataDir: raw["HYPERNODE_DATA_DIR"],
+		LocalnetAddr: raw["LOCALNET_ADDR"], GPUInventory: raw["GPU_INVENTORY"], LogFormat: raw["LOG_FORMAT"]}
+	def, ok := networkRPC[c.Network]
+	if !ok {
+		return nil, usageErr("unknown network %q (want localnet, devnet, testnet or mainnet)", c.Network)
+	}
+	if c.RPCURL == "" {
+		c.RPCURL = def
+	}
+	if c.RPCURL != "" && !strings.HasPrefix(c.RPCURL, "http://") && !strings.HasPrefix(c.RPCURL, "https://") {
+		return nil, usageErr("SOLANA_RPC_URL %q is not an http(s) URL", c.RPCURL)
+	}
+	var err error
+	pub := func(name string) (solana.PublicKey, error) {
+		k, err := solana.PublicKeyFromBase58(raw[name])
+		if err != nil {
+			return k, usageErr("%s %q is not a base58 public key", name, raw[name])
+		}
+		return k, nil
+	}
+	if raw["MARKET_PUBKEY"] != "" {
+		if c.Market, err = pub("MARKET_PUBKEY"); err != nil {
+			return nil, err
+		}
+		c.MarketSet = true
+	} else if !c.Embedded() {
+		return nil, usageErr("MARKET_PUBKEY is required on %s (get it from Hypernode)", c.Network)
+	}
+	if c.Program, err = pub("PROGRAM_ID"); err != nil {
+		return nil, err
+	}
+	if c.Staking, err = pub("STAKING_PROGRAM_ID"); err != nil {
+		return nil, err
+	}
+	if raw["IPFS_GATEWAY"] != "" {
+		if c.Gateways, err = ipfs.ParseGatewayList(raw["IPFS_GATEWAY"]); err != nil {
+			return nil, usageErr("IPFS_GATEWAY: %v", err)
+		}
+	} else if !c.Embedded() {
+		return nil, usageErr("IPFS_GATEWAY is required on %s", c.Network)
+	}
+	if c.UploadURL == "" && !c.Embedded() {
+		return nil, usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL)", c.Network)
+	}
+	if c.ContainerRuntime != "containerd" {
+		return nil, usageErr("CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)
+	}
+	if c.AutoAccept, err = strconv.ParseBool(raw["AUTO_ACCEPT"]); err != nil {
+		return nil, usageErr("AUTO_ACCEPT %q is not true or false", raw["AUTO_ACCEPT"])
+	}
+	ms := func(name string, min int) (time.Duration, error) {
+		n, err := strconv.Atoi(raw[name])
+		if err != nil || n < min || n > 24*3600*1000 {
+			return 0, usageErr("%s %q is not a number of milliseconds between %d and 86400000", name, raw[name], min)
+		}
+		return time.Duration(n) * time.Millisecond, nil
+	}
+	if c.PollInterval, err = ms("POLLING_INTERVAL", 100); err != nil {
+		return nil, err
+	}
+	if c.HealthInterval, err = ms("HEALTH_CHECK_INTERVAL", 1000); err != nil {
+		return nil, err
+	}
+	if c.Slots, err = strconv.Atoi(raw["PARALLEL_JOBS"]); err != nil || c.Slots < 1 || c.Slots > 64 {
+		return nil, usageErr("PARALLEL_JOBS %q is not a number from 1 to 64", raw["PARALLEL_JOBS"])
+	}
+	if _, _, err := net.SplitHostPort(c.LocalnetAddr); err != nil {
+		return nil, usageErr("LOCALNET_ADDR %q is not host:port", c.LocalnetAddr)
+	}
+	if raw["IMPORT_IMAGES"] != "" {
+		for _, p := range strings.Split(raw["IMPORT_IMAGES"], ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.ImportImages = append(c.ImportImages, p)
+			}
+		}
+	}
+	switch c.LogFormat {
+	case "auto", "console", "json":
+	default:
+		return nil, usageErr("LOG_FORMAT %q is not auto, console or json", c.LogFormat)
+	}
+	if c.DataDir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, usageErr("HYPERNODE_DATA_DIR is not set and there is no home directory")
+		}
+		c.DataDir = filepath.Join(home, ".hypernode")
+	}
+	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
+		return nil, usageErr("HYPERNODE_DATA_DIR: %v", err)
+	}
+	if c.KeypairPath == "" {
+		if !c.Embedded() {
+			return nil, usageErr("KEYPAIR_PATH is required on %s (create one with `solana-keygen new`)", c.Network)
+		}
+		c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
+	}
+	return c, nil
+}
+
+// Embedded reports whether the worker runs the local market in-process.
+func (c *Config) Embedded() bool { return c.Network == "localnet" && c.RPCURL == "" }
+
+// JournalPath is the journal file in the data directory.
+func (c *Config) JournalPath() string { return filepath.Join(c.DataDir, "journal.db") }

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/hypernode-sol/worker/fsm"
+	"github.com/hypernode-sol/worker/journal"
+)
+
+// addDataDirFlag is for commands that need only the data directory.
+func addDataDirFlag(fs *pflag.FlagSet) {
+	fs.String("data-dir", "", "data directory (env HYPERNODE_DATA_DIR, default ~/.hypernode)")
+}
+
+func dataDir(fs *pflag.FlagSet) (string, error) {
+	d, _ := fs.GetString("data-dir")
+	if d == "" {
+		d = os.Getenv("HYPERNODE_DATA_DIR")
+	}
+	if d == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", usageErr("--data-dir is not set and there is no home directory")
+		}
+		d = filepath.Join(home, ".hypernode")
+	}
+	return filepath.Abs(d)
+}
+
+func newReplayCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Print the job journal and verify it (exit 1 naming the first bad record)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := dataDir(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			job, _ := cmd.Flags().GetString("job")
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return replay(cmd.OutOrStdout(), filepath.Join(dir, "journal.db"), job, asJSON)
+		},
+	}
+	addDataDirFlag(cmd.Flags())
+	cmd.Flags().String("job", "", "only this job's records")
+	cmd.Flags().Bool("json", false, "one JSON record per line")
+	return cmd
+}
+
+func replay(out io.Writer, path, job string, asJSON bool) error {
+	j, err := journal.Open(path, journal.Options{ReadOnly: true, LockTimeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, journal.ErrLocked) {
+			return fmt.Errorf("%w; stop the worker first, or use `hypernode-worker status`", err)
+		}
+		return err
+	}
+	defer j.Close()
+	paths := map[string][]string{}
+	enc := json.NewEncoder(out)
+	err = j.Each(func(r journal.Record) error {
+		if job != "" && r.Job != job {
+			return nil
+		}
+		if r.Kind == journal.KindTransition {
+			paths[r.Job] = append(paths[r.Job], r.To)
+		}
+		if asJSON {
+			return enc.Encode(r)
+		}
+		fmt.Fprintf(out, "%6d  %s  %s  %s\n", r.Seq, r.At.Format("15:04:05.000"), r.Job, describe(r))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	problems, n, err := fsm.Verify(j)
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		snaps, _ := j.Snapshots()
+		sort.Slice(snaps, func(a, b int) bool { return snaps[a].LastSeq < snaps[b].LastSeq })
+		fmt.Fprintln(out, "\njobs:")
+		for _, s := range snaps {
+			if job != "" && s.Job != job {
+				continue
+			}
+			line := fmt.Sprintf("  %s  %s", s.Job, strings.Join(paths[s.Job], " → "))
+			if st := s.Fields[fsm.FieldStatus]; st != "" {
+				line += fmt.Sprintf("  (result %s %s)", st, s.Fields[fsm.FieldResultCID])
+			}
+			fmt.Fprintln(out, line)
+		}
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(out, "INVALID", p)
+		}
+		return fmt.Errorf("journal %s: %d problem(s), first: %s", path, len(problems), problems[0])
+	}
+	if !asJSON {
+		fmt.Fprintf(out, "\njournal verified: %d records, every transition legal\n", n)
+	}
+	return nil
+}
+
+func describe(r journal.Record) string {
+	var b strings.Builder
+	switch r.Kind {
+	case journal.KindTransition:
+		from := r.From
+		if from == "" {
+			from = "∅"
+		}
+		fmt.Fprintf(&b, "%-8s %s → %s", r.Event, from, r.To)
+	case journal.KindIntent:
+		b.WriteString("intent   ")
+		switch {
+		case r.Tx != nil:
+			fmt.Fprintf(&b, "tx %s sig=%s valid≤%d", r.Tx.Instruction, r.Tx.Signature, r.Tx.LastValidBlockHeight)
+		case r.Container != nil:
+			fmt.Fprintf(&b, "container %s deadline=%s", r.Container.ID, r.Container.Deadline.Format(time.RFC3339))
+		case r.Op != nil:
+			fmt.Fprintf(&b, "op %d", r.Op.Index)
+		case r.Upload != nil:
+			fmt.Fprintf(&b, "upload %s %s", r.Upload.What, r.Upload.CID)
+		}
+	case journal.KindProgress:
+		b.WriteString("progress")
+	}
+	keys := make([]string, 0, len(r.Fields))
+	for k := range r.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if r.Fields[k] != "" && !strings.HasSuffix(k, ".started") {
+			fmt.Fprintf(&b, " %s=%q", k, r.Fields[k])
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/gagliardetto/solana-go"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/chain/localnet"
+	"github.com/hypernode-sol/worker/fsm"
+	"github.com/hypernode-sol/worker/hardware"
+	"github.com/hypernode-sol/worker/ipfs"
+	"github.com/hypernode-sol/worker/journal"
+	"github.com/hypernode-sol/worker/runtime"
+	"github.com/hypernode-sol/worker/statusapi"
+)
+
+func newStartCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Register this machine in the market and run jobs until stopped",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return startWorker(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	addConfigFlags(cmd.Flags())
+	return cmd
+}
+
+// worker holds what start wires together.
+type worker struct {
+	cfg     *Config
+	log     zerolog.Logger
+	out     io.Writer
+	key     solana.PrivateKey
+	journal *journal.Journal
+	net     *localnet.Server // nil unless embedded
+	chain   *chain.Client
+	rt      *runtime.Runtime
+	specs   *hardware.Specs
+}
+
+func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
+	w := &worker{cfg: cfg, out: stdout, log: newLogger(stderr, cfg.LogFormat)}
+	defer w.close()
+	fmt.Fprint(stdout, banner)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+	}
+	j, err := journal.Open(cfg.JournalPath(), journal.Options{})
+	if err != nil {
+		if errors.Is(err, journal.ErrLocked) {
+			return fmt.Errorf("another worker owns the data directory %s (journal %s is locked)", cfg.DataDir, cfg.JournalPath())
+		}
+		return err
+	}
+	w.journal = j
+
+	fmt.Fprintln(stdout, "📊 Detecting system specifications...")
+	w.specs, err = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
+	if err != nil {
+		return fmt.Errorf("detect hardware: %w", err)
+	}
+	printSpecs(stdout, w.specs)
+
+	if err := w.loadKey(); err != nil {
+		return err
+	}
+	if cfg.Embedded() {
+		if err := w.startLocalnet(ctx); err != nil {
+			return err
+		}
+	}
+	if err := w.connectRuntime(ctx); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(stdout, "\n🔗 Connecting to Solana...")
+	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market)
+	fmt.Fprintf(stdout, "Wallet: %s\n", shortKey(w.key.PublicKey()))
+	balance, err := w.chain.Balance(ctx)
+	if err != nil {
+		return fmt.Errorf("read balance from %s: %w", cfg.RPCURL, err)
+	}
+	if w.net != nil && balance < solana.LAMPORTS_PER_SOL {
+		if err := w.chain.RequestAirdrop(ctx, 2*solana.LAMPORTS_PER_SOL); err != nil {
+			return fmt.Errorf("localnet airdrop: %w", err)
+		}
+		if balance, err = w.chain.Balance(ctx); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "Balance: %.4f SOL\n", float64(balance)/float64(solana.LAMPORTS_PER_SOL))
+
+	fmt.Fprintln(stdout, "\n💎 Checking xHYPER stake...")
+	market, err := w.chain.GetMarket(ctx)
+	if err != nil {
+		return fmt.Errorf("read market %s: %w", cfg.Market, err)
+	}
+	stake, err := w.chain.Stake(ctx)
+	if errors.Is(err, chain.ErrAccountNotFound) {
+		return fmt.Errorf("node %s has no xHYPER stake account; stake at least the market minimum before starting", w.key.PublicKey())
+	}
+	if err != nil {
+		return fmt.Errorf("read stake: %w", err)
+	}
+	if !stake.Active() || stake.Xhyper.BigInt().Cmp(market.NodeXhyperMinimum.BigInt()) < 0 {
+		return fmt.Errorf("node stake is %s xHYPER (active %v); the market requires %s", stake.Xhyper.BigInt(), stake.Active(), market.NodeXhyperMinimum.BigInt())
+	}
+	fmt.Fprintln(stdout, "✅ Stake verified")
+
+	fmt.Fprintln(stdout, "\n📝 Registering node in market...")
+	switch err := w.chain.ListNode(ctx); {
+	case err == nil:
+		fmt.Fprintln(stdout, "✅ Node registered successfully!")
+	case errors.Is(err, chain.ErrNodeAlreadyQueued):
+		fmt.Fprintln(stdout, "✅ Node already registered")
+	case errors.Is(err, chain.ErrQueueHasJobs):
+		fmt.Fprintln(stdout, "✅ Jobs are waiting in the market: claiming instead of queueing")
+	default:
+		return fmt.Errorf("register node (list_node): %w", err)
+	}
+
+	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
+		uploader: &ipfs.Uploader{APIURL: cfg.UploadURL}}
+	driver := &fsm.Driver{Journal: j, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: cfg.DataDir, Log: w.log}
+	loop := &fsm.Loop{Driver: driver, Market: w.chain, Fits: func(v uint8, g chain.GPUType) bool { return w.specs.Fits(v, uint8(g)) },
+		Slots: cfg.Slots, PollInterval: cfg.PollInterval, AutoAccept: cfg.AutoAccept}
+
+	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
+	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
+	started := time.Now()
+	api, err := statusapi.Listen(filepath.Join(cfg.DataDir, "worker.sock"), func(ctx context.Context) (*statusapi.Status, error) {
+		return w.status(ctx, loop, started)
+	})
+	if err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	defer api.Close()
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		w.health(ctx, loop, started)
+	}()
+	fmt.Fprintln(stdout, "\n✨ Worker started successfully!")
+	fmt.Fprintln(stdout, "👀 Watching for jobs...")
+	w.log.Info().Str("node", w.key.PublicKey().String()).Str("market", cfg.Market.String()).Str("rpc", cfg.RPCURL).Msg("worker started")
+
+	err = loop.Run(ctx)
+	<-healthDone
+	w.log.Info().Msg("stopping: leaving the market's node queue")
+	uctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if uerr := w.chain.UnlistNode(uctx); uerr != nil && !errors.Is(uerr, chain.ErrNodeNotQueued) {
+		w.log.Warn().Err(uerr).Msg("unlist_node")
+	}
+	return err
+}
+
+// maxDefinitionBytes bounds a fetched job definition.
+const maxDefinitionBytes = 2 << 20
+
+const banner = `╔══════════════════════════════════════╗
+║     HYPERNODE GPU WORKER CLIENT      ║
+╚══════════════════════════════════════╝
+
+`
+
+func (w *worker) close() {
+	if w.rt != nil {
+		w.rt.Close()
+	}
+	if w.net != nil {
+		w.net.Close()
+	}
+	if w.journal != nil {
+		w.journal.Close()
+	}
+}
+
+// loadKey loads the node keypair; with the embedded localnet a missing one
+// is created in the data directory.
+func (w *worker) loadKey() error {
+	path := w.cfg.KeypairPath
+	if w.cfg.Embedded() {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			key, err := solana.NewRandomPrivateKey()
+			if err != nil {
+				return err
+			}
+			if err := chain.WriteKeypair(path, key); err != nil {
+				return err
+			}
+			w.log.Info().Str("path", path).Msg("created a node keypair for the local market")
+		}
+	}
+	key, err := chain.LoadKeypair(path)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	w.key = key
+	return nil
+}
+
+func (w *worker) startLocalnet(ctx context.Context) error {
+	store, err := ipfs.NewStore(filepath.Join(w.cfg.DataDir, "localnet", "ipfs"))
+	if err != nil {
+		return err
+	}
+	// The localnet outlives the signal context: it must still answer the
+	// unlist_node sent while stopping; close() stops it last.
+	srv, err := localnet.Start(context.WithoutCancel(ctx), localnet.Config{
+		Addr:           w.cfg.LocalnetAddr,
+		DataDir:        filepath.Join(w.cfg.DataDir, "localnet"),
+		MarketsProgram: w.cfg.Program,
+		StakingProgram: w.cfg.Staking,
+		StakedNodes:    []solana.PublicKey{w.key.PublicKey()},
+		ContentStore:   ipfs.NewGatewayHandler(store, ipfs.WithLogger(w.log)),
+		Log:            &w.log,
+	})
+	if err != nil {
+		return fmt.Errorf("start the embedded localnet on %s: %w", w.cfg.LocalnetAddr, err)
+	}
+	w.net = srv
+	w.cfg.RPCURL = srv.URL()
+	if !w.cfg.MarketSet {
+		w.cfg.Market = srv.Market()
+	}
+	if len(w.cfg.Gateways) == 0 {
+		w.cfg.Gateways = []string{srv.URL()}
+	}
+	if w.cfg.UploadURL == "" {
+		w.cfg.UploadURL = srv.URL()
+	}
+	fmt.Fprintf(w.out, "\n🧪 Local market running at %s (market %s)\n", srv.URL(), w.cfg.Market)
+	return nil
+}
+
+func (w *worker) connectRuntime(ctx context.Context) error {
+	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress})
+	if err != nil {
+		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
+	}
+	w.rt = rt
+	fmt.Fprintf(w.out, "  Container Runtime: containerd %s (%s)\n", rt.DaemonVersion(), rt.Address())
+	for _, archive := range w.cfg.ImportImages {
+		names, err := rt.ImportArchive(ctx, archive)
+		if err != nil {
+			return fmt.Errorf("import image archive %s: %w", archive, err)
+		}
+		w.log.Info().Strs("images", names).Str("archive", archive).Msg("image imported")
+	}
+	return nil
+}
+
+func shortKey(k solana.PublicKey) string {
+	s := k.String()
+	return s[:4] + "..." + s[len(s)-4:]
+}
+
+func printSpecs(w io.Writer, s *hardware.Specs) {
+	fmt.Fprintf(w, "  CPU: %s (%d cores, %d threads)\n", s.CPU.Model, s.CPU.Cores, s.CPU.Threads)
+	fmt.Fprintf(w, "  RAM: %d GB\n", s.RAMBytes>>30)
+	fmt.Fprintf(w, "  OS: %s\n", s.OS)
+	fmt.Fprintf(w, "  GPUs: %d\n", len(s.GPUs))
+	for i, g := range s.GPUs {
+		fmt.Fprintf(w, "    %d. %s (%d GB VRAM)\n", i+1, g.Name, g.VRAMBytes>>30)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(w, "  ⚠ %s\n", warn)
+	}
+}
+
+// ipfsStore implements fsm.Store over the ipfs package.
+type ipfsStore struct {
+	fetcher  *ipfs.Fetcher
+	uploader *ipfs.Uploader
+}
+
+func (s *ipfsStore) Fetch(ctx context.Context, cid string) ([]byte, error) {
+	return s.fetcher.Fetch(ctx, cid)
+}
+
+func (s *ipfsStore) ComputeCID(r io.Reader) (string, int64, error) {
+	c, n, err := ipfs.ComputeCID(r)
+	if err != nil {
+		return "", 0, err
+	}
+	return c.String(), n, nil
+}
+
+func (s *ipfsStore) AddFile(ctx context.Context, path string) (string, int64, error) {
+	return s.uploader.AddFile(ctx, path)
+}
+
+// runtimeAdapter implements fsm.Runtime over the runtime package.
+type runtimeAdapter struct{ rt *runtime.Runtime }
+
+func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
+	return a.rt.EnsureImage(ctx, ref)
+}
+
+func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
+	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Labels["hypernode.job"], Attempt: attemptOf(s),
+		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit})
+}
+
+func attemptOf(s fsm.ContainerSpec) int {
+	var n int
+	fmt.Sscanf(s.Labels["hypernode.attempt"], "%d", &n)
+	return n
+}
+
+func (a runtimeAdapter) RunOp(ctx context.Context, id string, n int, op fsm.Op, logPath string) (fsm.Exit, error) {
+	e, err := a.rt.RunOp(ctx, id, n, runtime.Op{Argv: op.Argv, Workdir: op.Workdir}, logPath)
+	return fsm.Exit{Code: e.Code, ExitedAt: e.ExitedAt, OOMKilled: e.OOMKilled}, err
+}
+
+func (a runtimeAdapter) Kill(ctx context.Context, id string) error   { return a.rt.Kill(ctx, id) }
+func (a runtimeAdapter) Remove(ctx context.Context, id string) error { return a.rt.Remove(ctx, id) }
+
+// health logs a health sample every HEALTH_CHECK_INTERVAL until ctx ends.
+func (w *worker) health(ctx context.Context, loop *fsm.Loop, started time.Time) {
+	t := time.NewTicker(w.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sample, err := hardware.Sample(ctx, w.cfg.DataDir)
+		ev := w.log.Info().Int("active_jobs", loop.Active()).Dur("uptime", time.Since(started).Round(time.Second))
+		if err == nil {
+			ev = ev.Float64("cpu_pct", sample.CPUPercent).Float64("ram_pct", sample.RAMPercent).Uint64("disk_free_bytes", sample.DiskFreeBytes)
+		} else {
+			ev = ev.Err(err)
+		}
+		ev.Msg("health")
+	}
+}
+
+func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) (*statusapi.Status, error) {
+	st := &statusapi.Status{Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: w.cfg.RPCURL,
+		StartedAt: started.UTC(), ActiveJobs: loop.Active(), Slots: w.cfg.Slots}
+	if b, err := w.chain.Balance(ctx); err == nil {
+		st.BalanceLamports = &b
+	}
+	snaps, err := w.journal.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range snaps {
+		st.Jobs = append(st.Jobs, statusapi.JobFromSnapshot(s))
+	}
+	return st, nil
+}
