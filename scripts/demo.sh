@@ -107,10 +107,11 @@ done
 after=$("$bin" localnet balance --rpc "$rpc" "$node")
 say "Node balance"
 delta=$((after - before))
-paid=$((4 * 10000000 * 99 / 100))
+prices=$(awk '/^prices:/ {print $2}' "$demo/jobs.txt")
+paid=$((prices * 99 / 100))
 printf '  before %d lamports, after %d: change %+d lamports\n' "$before" "$after" "$delta"
-printf '  4 finished jobs × 99%% of the 10 000 000-lamport price = %d; fees = %d lamports (%d signatures × 5000)\n' \
-	"$paid" "$((paid - delta))" "$(((paid - delta) / 5000))"
+printf '  99%% of the %d lamports the 4 jobs cost = %d; fees = %d lamports (%d signatures × 5000)\n' \
+	"$prices" "$paid" "$((paid - delta))" "$(((paid - delta) / 5000))"
 
 say "Stopping the worker, then replaying its journal"
 kill -TERM "$worker_pid"

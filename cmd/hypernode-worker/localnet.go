@@ -311,6 +311,11 @@ func printJobs(ctx context.Context, out io.Writer, rpcURL string, jobs []shownJo
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.key, j.acc.State, orDefault(j.journal, "-"), status, cid, detail)
 	}
 	tw.Flush()
+	var total uint64
+	for _, j := range jobs {
+		total += j.acc.Price
+	}
+	fmt.Fprintf(out, "prices: %d lamports in all\n", total)
 	return failed
 }
 
