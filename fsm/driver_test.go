@@ -369,13 +369,13 @@ const imageField = `"image":"hypernode.local/test:latest"`
 
 func TestDriverSucceeds(t *testing.T) {
 	r := newRig(t)
-	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hello"},{"type":"run","command":"write output/result.txt 42"}],"env":{"TOKEN":"s3cr3t-value"}}`)
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hello s3cr3t-value"},{"type":"run","command":"write output/result.txt 42"}],"env":{"TOKEN":"s3cr3t-value"}}`)
 	r.run(job)
 	if got := strings.Join(r.path(job), ","); got != "polled,claimed,fetched,running,uploaded,finished" {
 		t.Fatalf("path %s", got)
 	}
 	res := r.result(job)
-	if res.Status != jobdef.StatusSucceeded || len(res.Operations) != 2 || res.Operations[0].LogTail != "hello\n" {
+	if res.Status != jobdef.StatusSucceeded || len(res.Operations) != 2 || res.Operations[0].LogTail != "hello [redacted]\n" {
 		t.Fatalf("result %+v", res)
 	}
 	if len(res.Outputs) != 1 || res.Outputs[0].Path != "result.txt" || string(r.store.get(t, res.Outputs[0].CID)) != "42" {

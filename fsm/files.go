@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/hypernode-sol/worker/jobdef"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -35,13 +37,9 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// maxScrubLine bounds how much of one line is held in memory while scrubbing;
-// a longer line is scrubbed in pieces of this size.
-const maxScrubLine = 1 << 20
-
-// scrubFile copies src to dst line by line through scrub, in bounded memory,
-// and returns the bytes written.
-func scrubFile(src, dst string, scrub func([]byte) []byte) (int64, error) {
+// scrubFile copies src to dst through a jobdef.ScrubWriter (which catches
+// a secret split across reads), in bounded memory, and returns the bytes read.
+func scrubFile(src, dst string, secrets []jobdef.Secret) (int64, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return 0, err
@@ -51,35 +49,19 @@ func scrubFile(src, dst string, scrub func([]byte) []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	r := bufio.NewReaderSize(in, maxScrubLine)
 	w := bufio.NewWriter(out)
-	var n int64
-	for {
-		line, err := r.ReadSlice('\n')
-		if len(line) > 0 {
-			m, werr := w.Write(scrub(line))
-			n += int64(m)
-			if werr != nil {
-				out.Close()
-				return n, werr
-			}
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			out.Close()
-			return n, err
-		}
+	sw := jobdef.NewScrubWriter(w, secrets)
+	n, err := io.Copy(sw, in)
+	if err == nil {
+		err = sw.Close()
 	}
-	if err := w.Flush(); err != nil {
-		out.Close()
-		return n, err
+	if err == nil {
+		err = w.Flush()
 	}
-	return n, out.Close()
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }
 
 // readTail returns at most the last n bytes of a file.

@@ -348,7 +348,7 @@ func (d *Driver) buildResult(ctx context.Context, job string, def *jobdef.Defini
 	} else {
 		res.StartedAt = res.FinishedAt
 	}
-	scrub := jobdef.Scrubber(def)
+	secrets := def.Secrets()
 	for n := range def.Operations {
 		code, ok := fields[opField(n, "exit")]
 		if !ok {
@@ -357,7 +357,7 @@ func (d *Driver) buildResult(ctx context.Context, job string, def *jobdef.Defini
 		exit, _ := strconv.Atoi(code)
 		ms, _ := strconv.ParseInt(fields[opField(n, "ms")], 10, 64)
 		op := jobdef.OpResult{Index: n, ExitCode: exit, DurationMS: ms}
-		cid, tail, err := d.uploadLog(ctx, d.logPath(job, n), scrub)
+		cid, tail, err := d.uploadLog(ctx, d.logPath(job, n), secrets)
 		if err != nil {
 			return nil, err
 		}
@@ -374,9 +374,9 @@ func (d *Driver) buildResult(ctx context.Context, job string, def *jobdef.Defini
 
 // uploadLog scrubs secrets from an operation's log, uploads the scrubbed copy
 // and returns its CID and tail. An empty or absent log gives "".
-func (d *Driver) uploadLog(ctx context.Context, path string, scrub func([]byte) []byte) (string, string, error) {
+func (d *Driver) uploadLog(ctx context.Context, path string, secrets []jobdef.Secret) (string, string, error) {
 	scrubbed := path + ".scrubbed"
-	n, err := scrubFile(path, scrubbed, scrub)
+	n, err := scrubFile(path, scrubbed, secrets)
 	if errors.Is(err, os.ErrNotExist) || (err == nil && n == 0) {
 		return "", "", nil
 	}
