@@ -37,6 +37,12 @@ var nameByDiscriminator = func() map[[8]byte]string {
 	return m
 }()
 
+// InstructionName returns the Markets instruction whose discriminator is d.
+func InstructionName(d [8]byte) (string, bool) {
+	n, ok := nameByDiscriminator[d]
+	return n, ok
+}
+
 // Instruction is a decoded Markets instruction: its name and the arguments
 // that name carries (others are zero).
 type Instruction struct {

@@ -1,0 +1,26 @@
+// Package localnet is the embedded local Solana market: a loopback
+// Solana-JSON-RPC-compatible server (HTTP and WebSocket on one port) that
+// unmodified solana-go clients talk to, executing System, Compute Budget and
+// Hypernode Markets program instructions exactly as
+// shared/spec/markets-program.md describes, with its ledger (accounts,
+// signature statuses, slot, recent blockhashes) persisted in bbolt so that jobs
+// survive a restart.
+//
+// File map: server.go (Config, Start, lifecycle, slot ticker), rpc.go (JSON-RPC
+// envelope and dispatch), rpc_methods.go (HTTP methods), ws.go
+// (subscriptions), bank.go (accounts, blockhashes, atomic transaction apply),
+// txn.go (wire decoding and sanitizing), txerror.go (Solana's error shapes),
+// runtime.go (instruction context and the runtime's account rules),
+// system.go (System and Compute Budget programs), markets.go and
+// markets_ix.go (Markets program), account.go, store.go (bbolt), genesis.go
+// (first start), post.go (a client helper that posts a job).
+//
+// Deliberate simplifications: every read sees the latest (processed) state
+// whatever commitment is asked; account and program notifications are sent
+// when a transaction lands, whatever their commitment (signature
+// notifications do honour processed / confirmed / finalized); rent is not
+// collected (getMinimumBalanceForRentExemption uses Solana's formula);
+// priority fees are not charged; v0 transactions with address table lookups
+// are refused; account data encodings are base64 (also the default and the
+// answer to jsonParsed) and base58.
+package localnet

@@ -1,0 +1,141 @@
+package localnet
+
+import (
+	"github.com/gagliardetto/solana-go"
+	computebudget "github.com/gagliardetto/solana-go/programs/compute-budget"
+	"github.com/gagliardetto/solana-go/programs/system"
+)
+
+// System program custom error codes (solana SystemError).
+const (
+	sysErrAccountAlreadyInUse        = 0
+	sysErrResultWithNegativeLamports = 1
+	sysErrInvalidAccountDataLength   = 3
+)
+
+// systemProgram implements Transfer, CreateAccount, Allocate and Assign of
+// the System program with its checks; other System instructions answer
+// InvalidInstructionData.
+func systemProgram(ic *invokeContext) *instrError {
+	*ic.units += unitsSystem
+	inst, err := system.DecodeInstruction(nil, ic.data)
+	if err != nil {
+		return ixErr(ixErrInvalidInstructionData)
+	}
+	switch v := inst.Impl.(type) {
+	case *system.Transfer:
+		if v.Lamports == nil {
+			return ixErr(ixErrInvalidInstructionData)
+		}
+		from, ierr := ic.meta(0)
+		if ierr != nil {
+			return ierr
+		}
+		to, ierr := ic.meta(1)
+		if ierr != nil {
+			return ierr
+		}
+		return systemTransfer(ic, from, to.key, *v.Lamports)
+	case *system.CreateAccount:
+		if v.Lamports == nil || v.Space == nil || v.Owner == nil {
+			return ixErr(ixErrInvalidInstructionData)
+		}
+		from, ierr := ic.meta(0)
+		if ierr != nil {
+			return ierr
+		}
+		to, ierr := ic.meta(1)
+		if ierr != nil {
+			return ierr
+		}
+		if !to.signer {
+			ic.log("Create Account: account %s must sign", to.key)
+			return ixErr(ixErrMissingRequiredSignature)
+		}
+		if a := ic.account(to.key); a != nil && (a.Lamports > 0 || len(a.Data) > 0 || a.Owner != solana.SystemProgramID) {
+			ic.log("Create Account: account Address { address: %s, base: None } already in use", to.key)
+			return customErr(sysErrAccountAlreadyInUse)
+		}
+		if ierr := systemAllocate(ic, to, *v.Space); ierr != nil {
+			return ierr
+		}
+		if ierr := ic.assign(to.key, *v.Owner); ierr != nil {
+			return ierr
+		}
+		return systemTransfer(ic, from, to.key, *v.Lamports)
+	case *system.Allocate:
+		if v.Space == nil {
+			return ixErr(ixErrInvalidInstructionData)
+		}
+		acc, ierr := ic.meta(0)
+		if ierr != nil {
+			return ierr
+		}
+		if !acc.signer {
+			return ixErr(ixErrMissingRequiredSignature)
+		}
+		return systemAllocate(ic, acc, *v.Space)
+	case *system.Assign:
+		if v.Owner == nil {
+			return ixErr(ixErrInvalidInstructionData)
+		}
+		acc, ierr := ic.meta(0)
+		if ierr != nil {
+			return ierr
+		}
+		if !acc.signer {
+			return ixErr(ixErrMissingRequiredSignature)
+		}
+		return ic.assign(acc.key, *v.Owner)
+	default:
+		ic.log("system instruction %s is not supported by the localnet", system.InstructionIDToName(inst.TypeID.Uint32()))
+		return ixErr(ixErrInvalidInstructionData)
+	}
+}
+
+func systemTransfer(ic *invokeContext, from accountMeta, to solana.PublicKey, lamports uint64) *instrError {
+	if !from.signer {
+		ic.log("Transfer: `from` account %s must sign", from.key)
+		return ixErr(ixErrMissingRequiredSignature)
+	}
+	a := ic.account(from.key)
+	if a != nil && len(a.Data) > 0 {
+		ic.log("Transfer: `from` must not carry data")
+		return ixErr(ixErrInvalidArgument)
+	}
+	if a == nil || a.Lamports < lamports {
+		have := uint64(0)
+		if a != nil {
+			have = a.Lamports
+		}
+		ic.log("Transfer: insufficient lamports %d, need %d", have, lamports)
+		return customErr(sysErrResultWithNegativeLamports)
+	}
+	if ierr := ic.debit(from.key, lamports); ierr != nil {
+		return ierr
+	}
+	return ic.credit(to, lamports)
+}
+
+func systemAllocate(ic *invokeContext, acc accountMeta, space uint64) *instrError {
+	a := ic.account(acc.key)
+	if a != nil && (len(a.Data) > 0 || a.Owner != solana.SystemProgramID) {
+		ic.log("Allocate: account Address { address: %s, base: None } already in use", acc.key)
+		return customErr(sysErrAccountAlreadyInUse)
+	}
+	if space > maxAccountData {
+		ic.log("Allocate: requested %d, max allowed %d", space, maxAccountData)
+		return customErr(sysErrInvalidAccountDataLength)
+	}
+	return ic.setData(acc.key, make([]byte, space))
+}
+
+// computeBudgetProgram accepts well-formed Compute Budget instructions and
+// ignores them: the localnet neither meters nor charges priority fees.
+func computeBudgetProgram(ic *invokeContext) *instrError {
+	*ic.units += unitsComputeBudget
+	if _, err := computebudget.DecodeInstruction(nil, ic.data); err != nil {
+		return ixErr(ixErrInvalidInstructionData)
+	}
+	return nil
+}
