@@ -81,6 +81,15 @@ type Runtime interface {
 	Remove(ctx context.Context, id string) error
 }
 
+// Errors a Runtime returns from RunOp that no retry can mend; the driver
+// records the operation as failed.
+var (
+	// ErrOpCannotStart: the process could not be started (exit code 127).
+	ErrOpCannotStart = errors.New("operation cannot start")
+	// ErrOpLost: the operation ran but its exit status is lost (exit code 255).
+	ErrOpLost = errors.New("operation's exit status lost")
+)
+
 // Limits bound what a job may use.
 type Limits struct {
 	MemoryBytes    int64 // per container

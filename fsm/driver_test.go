@@ -229,6 +229,8 @@ func (r *fakeRuntime) RunOp(ctx context.Context, id string, n int, op Op, logPat
 	var out string
 	code := 0
 	switch {
+	case cmd == "missing":
+		return Exit{}, fmt.Errorf("%w: exec: \"missing\": no such file", ErrOpCannotStart)
 	case strings.HasPrefix(cmd, "exit "):
 		fmt.Sscanf(cmd, "exit %d", &code)
 	case cmd == "sleep":
@@ -420,6 +422,17 @@ func TestDriverFailingOperation(t *testing.T) {
 	}
 	if r.rt.starts[ContainerID(job.String(), 1)+"/1"] != 0 {
 		t.Fatal("operation after a failed one was started")
+	}
+	r.verify()
+}
+
+func TestDriverOperationCannotStart(t *testing.T) {
+	r := newRig(t)
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"missing"},{"type":"run","command":"echo never"}]}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusFailed || len(res.Operations) != 1 || res.Operations[0].ExitCode != 127 || !strings.Contains(res.Error, "no such file") {
+		t.Fatalf("result %+v", res)
 	}
 	r.verify()
 }

@@ -262,6 +262,14 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 			}
 			progress[opField(n, "exit")] = "137"
 			progress[opField(n, "timeout")] = "1"
+		} else if errors.Is(err, ErrOpCannotStart) || errors.Is(err, ErrOpLost) {
+			code := "127"
+			if errors.Is(err, ErrOpLost) {
+				code = "255"
+			}
+			d.Log.Warn().Err(err).Str("job", key).Int("op", n).Msg("operation failed without an exit status")
+			progress[opField(n, "exit")] = code
+			progress[opField(n, "error")] = err.Error()
 		} else if err != nil {
 			return fmt.Errorf("operation %d of %s: %w", n, ci.ID, err)
 		} else {
@@ -336,6 +344,8 @@ func failure(fields map[string]string, n int) (status, reason string) {
 		return jobdef.StatusTimeout, fmt.Sprintf("operation %d was killed at the job's deadline", n)
 	case fields[opField(n, "oom")] == "1":
 		return jobdef.StatusFailed, fmt.Sprintf("operation %d was killed: out of memory (OOM)", n)
+	case fields[opField(n, "error")] != "":
+		return jobdef.StatusFailed, fmt.Sprintf("operation %d failed: %s", n, fields[opField(n, "error")])
 	}
 	return jobdef.StatusFailed, fmt.Sprintf("operation %d exited with code %s", n, code)
 }

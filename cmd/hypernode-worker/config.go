@@ -154,7 +154,7 @@ func parseConfig(raw map[string]string) (*Config, error) {
 			return nil, err
 		}
 		c.MarketSet = true
-	} else if !c.Embedded() {
+	} else if !c.Local() {
 		return nil, usageErr("MARKET_PUBKEY is required on %s (get it from Hypernode)", c.Network)
 	}
 	if c.Program, err = pub("PROGRAM_ID"); err != nil {
@@ -167,10 +167,14 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		if c.Gateways, err = ipfs.ParseGatewayList(raw["IPFS_GATEWAY"]); err != nil {
 			return nil, usageErr("IPFS_GATEWAY: %v", err)
 		}
-	} else if !c.Embedded() {
+	} else if c.Local() && c.RPCURL != "" {
+		c.Gateways = []string{c.RPCURL} // a standalone localnet serves its store
+	} else if !c.Local() {
 		return nil, usageErr("IPFS_GATEWAY is required on %s", c.Network)
 	}
-	if c.UploadURL == "" && !c.Embedded() {
+	if c.UploadURL == "" && c.Local() {
+		c.UploadURL = c.RPCURL
+	} else if c.UploadURL == "" {
 		return nil, usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL)", c.Network)
 	}
 	if c.ContainerRuntime != "containerd" {
@@ -221,7 +225,7 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		return nil, usageErr("HYPERNODE_DATA_DIR: %v", err)
 	}
 	if c.KeypairPath == "" {
-		if !c.Embedded() {
+		if !c.Local() {
 			return nil, usageErr("KEYPAIR_PATH is required on %s (create one with `solana-keygen new`)", c.Network)
 		}
 		c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
@@ -230,7 +234,12 @@ func parseConfig(raw map[string]string) (*Config, error) {
 }
 
 // Embedded reports whether the worker runs the local market in-process.
-func (c *Config) Embedded() bool { return c.Network == "localnet" && c.RPCURL == "" }
+func (c *Config) Embedded() bool { return c.Local() && c.RPCURL == "" }
+
+// Local reports whether the network is a local market (embedded or
+// standalone): the market, gateway and upload URL default to its own, and a
+// missing node keypair is created in the data directory.
+func (c *Config) Local() bool { return c.Network == "localnet" }
 
 // JournalPath is the journal file in the data directory.
 func (c *Config) JournalPath() string { return filepath.Join(c.DataDir, "journal.db") }

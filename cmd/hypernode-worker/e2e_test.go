@@ -29,6 +29,8 @@ import (
 	"github.com/hypernode-sol/worker/runtime/runtimetest"
 )
 
+func TestMain(m *testing.M) { runtimetest.Main(m) }
+
 var (
 	buildOnce sync.Once
 	binPath   string
@@ -82,7 +84,7 @@ func spawnWorker(t *testing.T, ctd string, extra ...string) *workerProc {
 
 func spawnWorkerAt(t *testing.T, ctd, addr string, extra ...string) *workerProc {
 	t.Helper()
-	archive, err := runtimetest.ImageArchive()
+	archive, err := runtimetest.ImageArchive(runtimetest.ImageRef, "")
 	if err != nil {
 		t.Fatal(err)
 	}

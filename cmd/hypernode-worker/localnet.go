@@ -335,3 +335,26 @@ func resultDetail(ctx context.Context, f *ipfs.Fetcher, res *jobdef.Result) stri
 	}
 	return strings.Join(parts, "; ")
 }
+
+func newKeygenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keygen <outfile>",
+		Short: "Create a node keypair in the Solana CLI format (mode 0600); prints its public key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := solana.NewRandomPrivateKey()
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(args[0]), 0o700); err != nil {
+				return err
+			}
+			if err := chain.WriteKeypair(args[0], key); err != nil {
+				return usageErr("%v", err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), key.PublicKey())
+			return nil
+		},
+	}
+	return cmd
+}

@@ -15,9 +15,14 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+
+	"github.com/hypernode-sol/worker/runtime"
 )
 
 func main() {
+	// The containerd shim runs this executable as each operation's log
+	// writer; in that role it never returns from here.
+	runtime.RunLoggerIfInvoked()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -66,7 +71,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
-	root.AddCommand(newStartCmd(), newReplayCmd(), newConfigCmd(), newStatusCmd(), newTestCmd(), newLocalnetCmd())
+	root.AddCommand(newStartCmd(), newReplayCmd(), newConfigCmd(), newStatusCmd(), newTestCmd(), newLocalnetCmd(), newKeygenCmd())
 	return root
 }
 

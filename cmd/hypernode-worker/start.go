@@ -94,13 +94,18 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	}
 
 	fmt.Fprintln(stdout, "\n🔗 Connecting to Solana...")
+	if cfg.Local() && !cfg.MarketSet && w.net == nil {
+		if cfg.Market, err = findMarket(ctx, cfg.RPCURL, cfg.Program); err != nil {
+			return err
+		}
+	}
 	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market)
 	fmt.Fprintf(stdout, "Wallet: %s\n", shortKey(w.key.PublicKey()))
 	balance, err := w.chain.Balance(ctx)
 	if err != nil {
 		return fmt.Errorf("read balance from %s: %w", cfg.RPCURL, err)
 	}
-	if w.net != nil && balance < solana.LAMPORTS_PER_SOL {
+	if cfg.Local() && balance < solana.LAMPORTS_PER_SOL {
 		if err := w.chain.RequestAirdrop(ctx, 2*solana.LAMPORTS_PER_SOL); err != nil {
 			return fmt.Errorf("localnet airdrop: %w", err)
 		}
@@ -200,7 +205,7 @@ func (w *worker) close() {
 // is created in the data directory.
 func (w *worker) loadKey() error {
 	path := w.cfg.KeypairPath
-	if w.cfg.Embedded() {
+	if w.cfg.Local() {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			key, err := solana.NewRandomPrivateKey()
 			if err != nil {
@@ -331,6 +336,12 @@ func attemptOf(s fsm.ContainerSpec) int {
 
 func (a runtimeAdapter) RunOp(ctx context.Context, id string, n int, op fsm.Op, logPath string) (fsm.Exit, error) {
 	e, err := a.rt.RunOp(ctx, id, n, runtime.Op{Argv: op.Argv, Workdir: op.Workdir}, logPath)
+	switch {
+	case errors.Is(err, runtime.ErrCannotStart):
+		err = fmt.Errorf("%w: %w", fsm.ErrOpCannotStart, err)
+	case errors.Is(err, runtime.ErrTaskLost):
+		err = fmt.Errorf("%w: %w", fsm.ErrOpLost, err)
+	}
 	return fsm.Exit{Code: e.Code, ExitedAt: e.ExitedAt, OOMKilled: e.OOMKilled}, err
 }
 
