@@ -10,6 +10,8 @@ import (
 	"github.com/gagliardetto/solana-go"
 	"github.com/gagliardetto/solana-go/rpc"
 	"github.com/gagliardetto/solana-go/rpc/jsonrpc"
+
+	"github.com/hypernode-sol/worker/failpoint"
 )
 
 // FeePerSignature is the base fee of a transaction signature, lamports.
@@ -352,6 +354,7 @@ func (c *Client) Submit(ctx context.Context, tx *SignedTx) error {
 				if err := c.send(ctx, tx); err != nil {
 					return err
 				}
+				failpoint.Hit(tx.Instruction + "-after-send")
 			}
 		}
 		select {

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/failpoint"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -303,7 +304,9 @@ func signedTx(t *journal.TxIntent) (*chain.SignedTx, error) {
 // submitIntent sends the journaled transaction of snap when it is for
 // instruction, else signs a new one with sign, journals it, then sends it.
 // A journaled one whose blockhash expired is rebuilt.
-func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snapshot, instruction string, sign func() (*chain.SignedTx, error)) (*chain.SignedTx, error) {
+// step names the failpoints around it: <step>-before-intent,
+// <step>-after-intent and <step>-after-landed.
+func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snapshot, instruction, step string, sign func() (*chain.SignedTx, error)) (*chain.SignedTx, error) {
 	var tx *chain.SignedTx
 	if snap.Tx != nil && snap.Tx.Instruction == instruction {
 		t, err := signedTx(snap.Tx)
@@ -319,12 +322,17 @@ func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snap
 			if err != nil {
 				return nil, fmt.Errorf("sign %s: %w", instruction, err)
 			}
+			failpoint.Hit(step + "-before-intent")
 			if err := d.intent(job, journal.Record{Intent: journal.IntentTx, Tx: txIntent(t)}); err != nil {
 				return nil, err
 			}
+			failpoint.Hit(step + "-after-intent")
 			tx = t
 		}
 		err := d.Chain.Submit(ctx, tx)
+		if err == nil {
+			failpoint.Hit(step + "-after-landed")
+		}
 		if errors.Is(err, chain.ErrBlockhashExpired) {
 			d.Log.Info().Str("job", job).Str("sig", tx.Signature.String()).Msg(instruction + " expired without landing; rebuilding")
 			tx = nil
@@ -351,7 +359,7 @@ func (d *Driver) claim(ctx context.Context, job solana.PublicKey, snap journal.S
 			return d.transition(key, Polled, EvLose, map[string]string{"reason": "job is " + acc.State.String()})
 		}
 	}
-	tx, err := d.submitIntent(ctx, key, snap, chain.IxWorkJob, func() (*chain.SignedTx, error) { return d.Chain.SignWorkJob(ctx, job) })
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxWorkJob, "claim", func() (*chain.SignedTx, error) { return d.Chain.SignWorkJob(ctx, job) })
 	var txErr *chain.TxError
 	if errors.As(err, &txErr) && (txErr.Program == chain.ErrJobNotInQueue || txErr.Program == chain.ErrJobNotQueued) {
 		// Another node won the race: normal, not an error.
@@ -361,5 +369,9 @@ func (d *Driver) claim(ctx context.Context, job solana.PublicKey, snap journal.S
 	if err != nil {
 		return fmt.Errorf("claim %s: %w", key, err)
 	}
-	return d.transition(key, Polled, EvClaim, map[string]string{"claim_sig": tx.Signature.String()})
+	if err := d.transition(key, Polled, EvClaim, map[string]string{"claim_sig": tx.Signature.String()}); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.ClaimAfterTransition)
+	return nil
 }

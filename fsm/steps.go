@@ -13,6 +13,7 @@ import (
 	"github.com/gagliardetto/solana-go"
 
 	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/failpoint"
 	"github.com/hypernode-sol/worker/ipfs"
 	"github.com/hypernode-sol/worker/jobdef"
 	"github.com/hypernode-sol/worker/journal"
@@ -94,7 +95,11 @@ func (d *Driver) fetch(ctx context.Context, job solana.PublicKey, snap journal.S
 	if err != nil {
 		return err
 	}
-	return d.transition(key, Claimed, EvFetch, map[string]string{FieldDefinition: cid, FieldImage: def.ImageRef()})
+	if err := d.transition(key, Claimed, EvFetch, map[string]string{FieldDefinition: cid, FieldImage: def.ImageRef()}); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.FetchAfterTransition)
+	return nil
 }
 
 func (d *Driver) reject(ctx context.Context, job solana.PublicKey, reason string) error {
@@ -123,10 +128,12 @@ func (d *Driver) uploadResult(ctx context.Context, job string, from State, event
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.UploadBeforeIntent)
 	if err := d.intent(job, journal.Record{Intent: journal.IntentUpload, Upload: &journal.UploadIntent{What: "result", CID: cid},
 		Fields: map[string]string{FieldStatus: res.Status, FieldError: res.Error}}); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.UploadAfterIntent)
 	got, _, err := d.Store.AddFile(ctx, path)
 	if err != nil {
 		return fmt.Errorf("upload result: %w", err)
@@ -134,7 +141,12 @@ func (d *Driver) uploadResult(ctx context.Context, job string, from State, event
 	if got != cid {
 		return fmt.Errorf("upload result: store answered CID %s, computed %s", got, cid)
 	}
-	return d.transition(job, from, event, map[string]string{FieldResultCID: cid, FieldStatus: res.Status})
+	failpoint.Hit(failpoint.UploadAfterAdd)
+	if err := d.transition(job, from, event, map[string]string{FieldResultCID: cid, FieldStatus: res.Status}); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.UploadAfterTransition)
+	return nil
 }
 
 func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.Snapshot) error {
@@ -168,10 +180,12 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		return fmt.Errorf("image %s: %w", ci.Image, err)
 	}
 	if snap.Container == nil {
+		failpoint.Hit(failpoint.StartBeforeIntent)
 		if err := d.intent(key, journal.Record{Intent: journal.IntentContainer, Container: ci,
 			Fields: map[string]string{FieldAttempts: strconv.Itoa(ci.Attempt)}}); err != nil {
 			return err
 		}
+		failpoint.Hit(failpoint.StartAfterIntent)
 	}
 	lim := d.limits()
 	mem := lim.MemoryBytes
@@ -184,7 +198,12 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)
 	}
-	return d.transition(key, Fetched, EvStart, map[string]string{"container": ci.ID, "deadline": ci.Deadline.Format(time.RFC3339)})
+	failpoint.Hit(failpoint.StartAfterCreate)
+	if err := d.transition(key, Fetched, EvStart, map[string]string{"container": ci.ID, "deadline": ci.Deadline.Format(time.RFC3339)}); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.StartAfterTransition)
+	return nil
 }
 
 // ContainerID is the deterministic container ID of a job's attempt.
@@ -245,6 +264,7 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 				Fields: map[string]string{opField(n, "started"): d.now().UTC().Format(time.RFC3339Nano)}}); err != nil {
 				return err
 			}
+			failpoint.Hit(failpoint.OpAfterIntent)
 			snap.Op = &journal.OpIntent{Index: n}
 			if s, err := d.Journal.Snapshot(key); err == nil {
 				fields = s.Fields
@@ -255,6 +275,9 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 		exit, err := d.Runtime.RunOp(opCtx, ci.ID, n, Op{Argv: op.Argv, Workdir: op.Workdir}, d.logPath(key, n))
 		timedOut := err != nil && ctx.Err() == nil && opCtx.Err() != nil
 		cancel()
+		if err == nil {
+			failpoint.Hit(failpoint.OpAfterExit)
+		}
 		progress := map[string]string{}
 		if timedOut {
 			if err := d.Runtime.Kill(ctx, ci.ID); err != nil {
@@ -288,6 +311,7 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 		if _, err := d.Journal.Append(journal.Record{Job: key, Kind: journal.KindProgress, Fields: progress}); err != nil {
 			return err
 		}
+		failpoint.Hit(failpoint.OpAfterProgress)
 		for k, v := range progress {
 			fields[k] = v
 		}
@@ -478,7 +502,7 @@ func (d *Driver) finish(ctx context.Context, job solana.PublicKey, snap journal.
 			return err
 		}
 	}
-	tx, err := d.submitIntent(ctx, key, snap, chain.IxFinishJob, func() (*chain.SignedTx, error) {
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxFinishJob, "finish", func() (*chain.SignedTx, error) {
 		if acc == nil {
 			a, err := d.ours(ctx, job)
 			if err != nil {
@@ -504,5 +528,9 @@ func (d *Driver) finish(ctx context.Context, job solana.PublicKey, snap journal.
 	if err != nil {
 		return fmt.Errorf("finish_job %s: %w", key, err)
 	}
-	return d.transition(key, Uploaded, event, map[string]string{"finish_sig": tx.Signature.String()})
+	if err := d.transition(key, Uploaded, event, map[string]string{"finish_sig": tx.Signature.String()}); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.FinishAfterTransition)
+	return nil
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"github.com/rs/zerolog"
+
+	"github.com/hypernode-sol/worker/failpoint"
 )
 
 // Op is one operation: a process run in the container, to its exit.
@@ -200,6 +202,7 @@ func (r *Runtime) wait(ctx context.Context, c client.Container, t client.Task, n
 		if err := t.Start(ctx); err != nil {
 			return Exit{}, fmt.Errorf("start %s: %w", t.ID(), err)
 		}
+		failpoint.Hit(failpoint.OpAfterTaskStart)
 	}
 	select {
 	case es := <-exitC:
