@@ -453,3 +453,34 @@ func (c *Client) RequestAirdrop(ctx context.Context, lamports uint64) error {
 	}
 	return fmt.Errorf("airdrop %s not confirmed within 60s", sig)
 }
+
+// TxStatus is what the chain says of a signature.
+type TxStatus struct {
+	Found       bool     // landed (in the status cache or the history)
+	Confirmed   bool     // at commitment confirmed or finalized
+	Err         *TxError // set when it landed and failed
+	BlockHeight uint64   // the current block height, to compare with lastValidBlockHeight
+}
+
+// TxStatus looks sig up (getSignatureStatuses with searchTransactionHistory)
+// and reads the current block height.
+func (c *Client) TxStatus(ctx context.Context, sig solana.Signature) (TxStatus, error) {
+	var out TxStatus
+	st, err := c.status(ctx, sig)
+	if err != nil {
+		return out, err
+	}
+	if st != nil {
+		out.Found = true
+		out.Confirmed = st.ConfirmationStatus == rpc.ConfirmationStatusConfirmed || st.ConfirmationStatus == rpc.ConfirmationStatusFinalized
+		if st.Err != nil {
+			out.Err = txErrorFrom(sig.String(), true, st.Err)
+		}
+	}
+	cctx, cancel := c.call(ctx)
+	defer cancel()
+	if out.BlockHeight, err = c.RPC.GetBlockHeight(cctx, rpc.CommitmentConfirmed); err != nil {
+		return out, fmt.Errorf("getBlockHeight: %w", err)
+	}
+	return out, nil
+}

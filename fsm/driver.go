@@ -27,6 +27,10 @@ type Chain interface {
 	SignWorkJob(ctx context.Context, job solana.PublicKey) (*chain.SignedTx, error)
 	// SignFinishJob builds and signs finish_job with the result digest (not sent).
 	SignFinishJob(ctx context.Context, job *chain.Job, jobKey solana.PublicKey, result [32]byte) (*chain.SignedTx, error)
+	// SignQuitJob builds and signs quit_job: give the job back (not sent).
+	SignQuitJob(ctx context.Context, job solana.PublicKey) (*chain.SignedTx, error)
+	// TxStatus looks a signature up, with history search.
+	TxStatus(ctx context.Context, sig solana.Signature) (chain.TxStatus, error)
 	// Submit sends tx's bytes (re-sending the same bytes until it lands or
 	// its blockhash expires) and waits for confirmation. nil: landed without
 	// error. A *chain.TxError when it failed (preflight or on chain); an
@@ -80,7 +84,24 @@ type Runtime interface {
 	RunOp(ctx context.Context, id string, n int, op Op, logPath string) (Exit, error)
 	Kill(ctx context.Context, id string) error
 	Remove(ctx context.Context, id string) error
+	// Inspect says what containerd knows of a container.
+	Inspect(ctx context.Context, id string) (ContainerState, error)
+	// List returns the IDs of the containers labelled as the worker's.
+	List(ctx context.Context) ([]string, error)
 }
+
+// ContainerState is what containerd knows of a container.
+type ContainerState struct {
+	Exists     bool
+	TaskStatus string // "running", "stopped", "created", "" (no task)…
+	Op         int    // the operation its current or last task belongs to; -1 none
+	Exit       *Exit  // how that operation exited, when known
+	Labels     map[string]string
+}
+
+// LabelNode marks a container with the node that runs it, so that a reaper
+// never touches another worker's containers on a shared containerd.
+const LabelNode = "hypernode.node"
 
 // Errors a Runtime returns from RunOp that no retry can mend; the driver
 // records the operation as failed.
@@ -118,6 +139,10 @@ type Driver struct {
 	// RetryMin and RetryMax bound the backoff between attempts of a step
 	// that failed transiently (defaults 500ms and 15s).
 	RetryMin, RetryMax time.Duration
+	// WatchInterval is how often the job account is checked while an
+	// operation runs, so that a job timed out, stopped or taken away on
+	// chain is abandoned and its container stopped (default 10s).
+	WatchInterval time.Duration
 }
 
 func (d *Driver) now() time.Time {
@@ -210,6 +235,7 @@ func (d *Driver) Run(ctx context.Context, job solana.PublicKey) error {
 		}
 		state := State(snap.State)
 		if state.Terminal() {
+			d.cleanup(key)
 			return nil
 		}
 		err = d.step(ctx, job, snap)

@@ -73,6 +73,17 @@ func (c *fakeChain) SignFinishJob(_ context.Context, _ *chain.Job, job solana.Pu
 	return c.sign(chain.IxFinishJob, fakeTx{Job: job, Result: r}), nil
 }
 
+func (c *fakeChain) SignQuitJob(_ context.Context, job solana.PublicKey) (*chain.SignedTx, error) {
+	return c.sign(chain.IxQuitJob, fakeTx{Job: job}), nil
+}
+
+func (c *fakeChain) TxStatus(_ context.Context, sig solana.Signature) (chain.TxStatus, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.landed[sig]
+	return chain.TxStatus{Found: ok, Confirmed: ok, BlockHeight: 10}, nil
+}
+
 func (c *fakeChain) Submit(ctx context.Context, tx *chain.SignedTx) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -100,6 +111,11 @@ func (c *fakeChain) Submit(ctx context.Context, tx *chain.SignedTx) error {
 		}
 		n := c.node
 		j.Node, j.State, j.TimeStart = &n, chain.JobRunning, time.Now().Unix()
+	case chain.IxQuitJob:
+		if j.State != chain.JobRunning || j.Node == nil || *j.Node != c.node {
+			return &chain.TxError{Signature: tx.Signature.String(), Program: chain.ErrNotAssignedNode}
+		}
+		j.Node, j.State = nil, chain.JobQueued
 	case chain.IxFinishJob:
 		if j.State != chain.JobRunning {
 			return &chain.TxError{Signature: tx.Signature.String(), Landed: true, Program: chain.ErrJobNotRunning}
@@ -263,6 +279,28 @@ func (r *fakeRuntime) RunOp(ctx context.Context, id string, n int, op Op, logPat
 	r.exited[k] = e
 	r.mu.Unlock()
 	return e, nil
+}
+
+func (r *fakeRuntime) Inspect(_ context.Context, id string) (ContainerState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	spec, ok := r.created[id]
+	if !ok || r.removed[id] {
+		return ContainerState{}, nil
+	}
+	return ContainerState{Exists: true, Op: -1, Labels: spec.Labels}, nil
+}
+
+func (r *fakeRuntime) List(context.Context) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for id := range r.created {
+		if !r.removed[id] {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 func (r *fakeRuntime) Kill(_ context.Context, id string) error {

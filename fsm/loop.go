@@ -41,6 +41,10 @@ type Loop struct {
 	AutoAccept bool
 	// OnIdle is called after each poll that found nothing to do (tests, demo).
 	OnIdle func()
+	// Reaper, when set, runs after the resumed jobs are relaunched and then
+	// every ReapEvery (default 5 minutes).
+	Reaper    *Reaper
+	ReapEvery time.Duration
 
 	mu      sync.Mutex
 	running map[solana.PublicKey]bool
@@ -79,10 +83,24 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.Driver.Log.Error().Str("job", s.Job).Msg("journal names a job that is not a public key; skipped")
 			continue
 		}
-		l.Driver.Log.Info().Str("job", s.Job).Str("state", s.State).Msg("resuming job from journal")
+		ev := l.Driver.Log.Info().Str("job", s.Job).Str("state", s.State)
+		if rec, err := l.Driver.Reconcile(ctx, key); err == nil {
+			ev = ev.Str("chain", rec.Chain).Str("pending_tx", rec.PendingTx).Str("container", rec.Container).Str("next", rec.Next)
+		}
+		ev.Msg("resuming job from journal")
 		l.launch(ctx, key)
 	}
+	if l.ReapEvery <= 0 {
+		l.ReapEvery = 5 * time.Minute
+	}
+	var lastReap time.Time
 	for {
+		if l.Reaper != nil && time.Since(lastReap) >= l.ReapEvery {
+			lastReap = time.Now()
+			if _, err := l.Reaper.Reap(ctx); err != nil && ctx.Err() == nil {
+				l.Driver.Log.Warn().Err(err).Msg("reap")
+			}
+		}
 		busy := l.poll(ctx)
 		if !busy && l.OnIdle != nil {
 			l.OnIdle()

@@ -11,9 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	lfsm "github.com/looplab/fsm"
 
+	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -41,17 +43,18 @@ func (s State) Terminal() bool {
 
 // Events of the lifecycle.
 const (
-	EvPoll     = "poll"     // none → polled: the job was seen
-	EvClaim    = "claim"    // polled → claimed: our work_job landed
-	EvAssigned = "assigned" // polled → claimed: the chain assigned it to us
-	EvLose     = "lose"     // polled → lost: another node has it
-	EvFetch    = "fetch"    // claimed → fetched: definition fetched, verified, valid
-	EvReject   = "reject"   // claimed → uploaded: invalid definition, rejected result uploaded
-	EvStart    = "start"    // fetched → running: container created
-	EvUpload   = "upload"   // running → uploaded: operations ended, result uploaded
-	EvFinish   = "finish"   // uploaded → finished: finish_job landed (succeeded)
-	EvFail     = "fail"     // uploaded → failed: finish_job landed (not succeeded)
-	EvAbandon  = "abandon"  // any live state → abandoned
+	EvPoll     = "poll"      // none → polled: the job was seen
+	EvClaim    = "claim"     // polled → claimed: our work_job landed
+	EvAssigned = "assigned"  // polled → claimed: the chain assigned it to us
+	EvLose     = "lose"      // polled → lost: another node has it
+	EvFetch    = "fetch"     // claimed → fetched: definition fetched, verified, valid
+	EvReject   = "reject"    // claimed → uploaded: invalid definition, rejected result uploaded
+	EvStart    = "start"     // fetched → running: container created
+	EvUpload   = "upload"    // running → uploaded: operations ended, result uploaded
+	EvFinish   = "finish"    // uploaded → finished: finish_job landed (succeeded)
+	EvFail     = "fail"      // uploaded → failed: finish_job landed (not succeeded)
+	EvAbandon  = "abandon"   // any live state → abandoned
+	EvGiveBack = "give_back" // a claimed state → abandoned: quit_job landed
 )
 
 var nonTerminal = []string{string(Polled), string(Claimed), string(Fetched), string(Running), string(Uploaded)}
@@ -69,6 +72,7 @@ var Table = lfsm.Events{
 	{Name: EvFinish, Src: []string{string(Uploaded)}, Dst: string(Finished)},
 	{Name: EvFail, Src: []string{string(Uploaded)}, Dst: string(Failed)},
 	{Name: EvAbandon, Src: nonTerminal, Dst: string(Abandoned)},
+	{Name: EvGiveBack, Src: nonTerminal[1:], Dst: string(Abandoned)},
 }
 
 // ErrIllegal is wrapped by every illegal-transition error.
@@ -120,40 +124,118 @@ func (p Problem) String() string {
 	return fmt.Sprintf("record %d (job %s): %s", p.Seq, p.Job, p.Reason)
 }
 
-// Verify walks the whole journal and checks its invariants: every transition
-// is legal from the job's state at that point and names it as From; no
-// intent or progress follows a terminal state; every job's snapshot agrees
-// with the replayed state. It returns the problems found (empty when the
-// journal is consistent) and the number of records read; an error means the
-// journal could not be read at all.
+// Verify walks the whole journal and checks its invariants:
+//   - every transition is legal from the job's state at that point and
+//     names that state as From;
+//   - no intent or progress record follows a terminal state;
+//   - a claim names the signature of a journaled work_job intent, a finish
+//     or fail one of a journaled finish_job intent, a give-back one of a
+//     quit_job intent (intent before effect);
+//   - an upload or reject names the CID of the result upload intent before it;
+//   - a start names the container of the last container intent, whose ID is
+//     hn-<job>-<attempt> with attempts increasing;
+//   - operation n is started only after operation n-1 ended with exit 0, and
+//     no operation is started twice within one attempt;
+//   - every job's snapshot agrees with the replayed state.
+//
+// It returns the problems found (empty when the journal is consistent) and
+// the number of records read; an error means the journal could not be read.
 func Verify(j *journal.Journal) ([]Problem, int, error) {
-	state := map[string]State{}
+	type jobState struct {
+		state     State
+		sigs      map[string]string // journaled tx signature -> instruction
+		upload    string            // CID of the last upload intent
+		container string
+		attempt   int
+		opsDone   map[int]string // op -> exit code, this attempt
+		opStarted map[int]bool
+	}
+	jobs := map[string]*jobState{}
 	var problems []Problem
 	n := 0
+	bad := func(r journal.Record, format string, args ...any) {
+		problems = append(problems, Problem{r.Seq, r.Job, fmt.Sprintf(format, args...)})
+	}
 	err := j.Each(func(r journal.Record) error {
 		n++
-		cur := state[r.Job]
+		js := jobs[r.Job]
+		if js == nil {
+			js = &jobState{sigs: map[string]string{}, opsDone: map[int]string{}, opStarted: map[int]bool{}}
+			jobs[r.Job] = js
+		}
+		cur := js.state
 		switch r.Kind {
 		case journal.KindTransition:
 			if State(r.From) != cur {
-				problems = append(problems, Problem{r.Seq, r.Job, fmt.Sprintf("transition %s says from %q but the job was %q", r.Event, r.From, cur)})
+				bad(r, "transition %s says from %q but the job was %q", r.Event, r.From, cur)
 			}
 			to, err := Next(cur, r.Event)
 			if err != nil {
-				problems = append(problems, Problem{r.Seq, r.Job, err.Error()})
-				state[r.Job] = State(r.To)
-				return nil
+				bad(r, "%s", err.Error())
+			} else if to != State(r.To) {
+				bad(r, "event %s from %q leads to %q, record says %q", r.Event, cur, to, r.To)
 			}
-			if to != State(r.To) {
-				problems = append(problems, Problem{r.Seq, r.Job, fmt.Sprintf("event %s from %q leads to %q, record says %q", r.Event, cur, to, r.To)})
+			js.state = State(r.To)
+			checkSig := func(field, instruction string) {
+				if sig := r.Fields[field]; sig != "" && js.sigs[sig] != instruction {
+					bad(r, "%s names %s %s, which no %s intent journaled before it", r.Event, field, sig, instruction)
+				}
 			}
-			state[r.Job] = State(r.To)
+			switch r.Event {
+			case EvClaim:
+				if r.Fields["claim_sig"] == "" {
+					bad(r, "claim without claim_sig")
+				}
+				checkSig("claim_sig", chain.IxWorkJob)
+			case EvFinish, EvFail:
+				checkSig("finish_sig", chain.IxFinishJob)
+			case EvGiveBack:
+				checkSig("quit_sig", chain.IxQuitJob)
+			case EvUpload, EvReject:
+				if cid := r.Fields[FieldResultCID]; cid == "" || cid != js.upload {
+					bad(r, "%s names result %q, the last upload intent was %q", r.Event, cid, js.upload)
+				}
+			case EvStart:
+				if c := r.Fields["container"]; c == "" || c != js.container {
+					bad(r, "start names container %q, the last container intent was %q", c, js.container)
+				}
+			}
 		case journal.KindIntent, journal.KindProgress:
 			if cur == None || cur.Terminal() {
-				problems = append(problems, Problem{r.Seq, r.Job, fmt.Sprintf("%s record in state %q", r.Kind, cur)})
+				bad(r, "%s record in state %q", r.Kind, cur)
+			}
+			switch {
+			case r.Tx != nil:
+				js.sigs[r.Tx.Signature] = r.Tx.Instruction
+			case r.Upload != nil:
+				js.upload = r.Upload.CID
+			case r.Container != nil:
+				if r.Container.ID != ContainerID(r.Job, r.Container.Attempt) {
+					bad(r, "container intent %q is not %s", r.Container.ID, ContainerID(r.Job, r.Container.Attempt))
+				}
+				if r.Container.Attempt <= js.attempt {
+					bad(r, "container attempt %d after attempt %d", r.Container.Attempt, js.attempt)
+				}
+				js.container, js.attempt = r.Container.ID, r.Container.Attempt
+				js.opsDone, js.opStarted = map[int]string{}, map[int]bool{}
+			case r.Op != nil:
+				k := r.Op.Index
+				if js.opStarted[k] {
+					bad(r, "operation %d started twice in attempt %d", k, js.attempt)
+				}
+				if k > 0 && js.opsDone[k-1] != "0" {
+					bad(r, "operation %d started though operation %d ended %q", k, k-1, js.opsDone[k-1])
+				}
+				js.opStarted[k] = true
+			}
+			for f, v := range r.Fields {
+				var k int
+				if _, err := fmt.Sscanf(f, "op.%d.exit", &k); err == nil && strings.HasSuffix(f, ".exit") {
+					js.opsDone[k] = v
+				}
 			}
 		default:
-			problems = append(problems, Problem{r.Seq, r.Job, fmt.Sprintf("unknown record kind %q", r.Kind)})
+			bad(r, "unknown record kind %q", r.Kind)
 		}
 		return nil
 	})
@@ -164,14 +246,21 @@ func Verify(j *journal.Journal) ([]Problem, int, error) {
 	if err != nil {
 		return problems, n, err
 	}
+	seen := map[string]bool{}
 	for _, s := range snaps {
-		if want := state[s.Job]; State(s.State) != want {
+		seen[s.Job] = true
+		want := None
+		if js := jobs[s.Job]; js != nil {
+			want = js.state
+		}
+		if State(s.State) != want {
 			problems = append(problems, Problem{s.LastSeq, s.Job, fmt.Sprintf("snapshot says %q, records replay to %q", s.State, want)})
 		}
-		delete(state, s.Job)
 	}
-	for job := range state {
-		problems = append(problems, Problem{0, job, "records without a snapshot"})
+	for job := range jobs {
+		if !seen[job] {
+			problems = append(problems, Problem{0, job, "records without a snapshot"})
+		}
 	}
 	return problems, n, nil
 }

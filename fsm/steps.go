@@ -194,7 +194,7 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
 		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
-		Labels: map[string]string{"hypernode.job": key, "hypernode.attempt": strconv.Itoa(ci.Attempt)}}
+		Labels: map[string]string{"hypernode.job": key, "hypernode.attempt": strconv.Itoa(ci.Attempt), LabelNode: d.Chain.Node().String()}}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)
 	}
@@ -272,9 +272,20 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 		}
 		d.Log.Info().Str("job", key).Int("op", n).Str("container", ci.ID).Msg("operation running")
 		opCtx, cancel := context.WithDeadline(ctx, ci.Deadline)
+		stop, watched := make(chan struct{}), make(chan error, 1)
+		go func() { watched <- d.watch(job, stop, cancel) }()
 		exit, err := d.Runtime.RunOp(opCtx, ci.ID, n, Op{Argv: op.Argv, Workdir: op.Workdir}, d.logPath(key, n))
-		timedOut := err != nil && ctx.Err() == nil && opCtx.Err() != nil
+		close(stop)
+		gone := <-watched
+		timedOut := err != nil && ctx.Err() == nil && opCtx.Err() == context.DeadlineExceeded
 		cancel()
+		if gone != nil && err != nil && !timedOut {
+			// The chain took the job away while it ran: stop it there.
+			if kerr := d.Runtime.Kill(ctx, ci.ID); kerr != nil {
+				d.Log.Warn().Err(kerr).Str("container", ci.ID).Msg("kill")
+			}
+			return gone
+		}
 		if err == nil {
 			failpoint.Hit(failpoint.OpAfterExit)
 		}
