@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -56,6 +57,8 @@ type bank struct {
 	accounts map[solana.PublicKey]*Account
 	statuses map[solana.Signature]*statusRecord
 	chain    chainMeta
+	// lastSeq is the sequence number of the newest landed transaction.
+	lastSeq uint64
 }
 
 func newBank(st *store, state *ledgerState, now func() time.Time, marketsID, stakingID solana.PublicKey) *bank {
@@ -67,6 +70,7 @@ func newBank(st *store, state *ledgerState, now func() time.Time, marketsID, sta
 		stakingID: stakingID,
 		accounts:  state.accounts,
 		statuses:  state.statuses,
+		lastSeq:   state.lastSeq,
 	}
 	if state.chain != nil {
 		b.chain = *state.chain
@@ -113,7 +117,7 @@ func (b *bank) advance() error {
 		hashes = hashes[len(hashes)-recentBlockhashes:]
 	}
 	next.Blockhashes = hashes
-	if err := b.store.commit(nil, nil, nil, &next); err != nil {
+	if err := b.store.commit(nil, nil, nil, nil, &next); err != nil {
 		return err
 	}
 	b.chain = next
@@ -232,6 +236,66 @@ func (b *bank) statusesOf(sigs []solana.Signature, history bool) (uint64, []*sig
 	return cur, out
 }
 
+// landedTx is one entry of getSignaturesForAddress.
+type landedTx struct {
+	Sig       solana.Signature
+	Slot      uint64
+	Err       json.RawMessage
+	BlockTime int64
+	Level     string // processed, confirmed, finalized
+}
+
+// errNotLanded is returned by signaturesFor for a before signature the
+// ledger does not hold.
+var errNotLanded = errors.New("signature has not landed")
+
+// signaturesFor lists up to limit landed transactions whose account keys
+// include addr, newest first, strictly older than before and strictly newer
+// than until (each optional). A before signature that has not landed gives
+// errNotLanded (Solana answers an empty list); an until signature that has
+// not landed bounds nothing.
+func (b *bank) signaturesFor(addr solana.PublicKey, before, until *solana.Signature, limit int) (uint64, []landedTx, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur := b.chain.Slot
+	below, above := ^uint64(0), uint64(0)
+	if before != nil {
+		r := b.statuses[*before]
+		if r == nil {
+			return cur, nil, errNotLanded
+		}
+		below = r.Seq
+	}
+	if until != nil {
+		if r := b.statuses[*until]; r != nil {
+			above = r.Seq
+		}
+	}
+	out := []landedTx{}
+	var missing error
+	err := b.store.signaturesFor(addr, below, above, func(sig solana.Signature) bool {
+		r := b.statuses[sig]
+		if r == nil {
+			missing = fmt.Errorf("%w: address_signatures names %s, which has no status", ErrLedger, sig)
+			return false
+		}
+		out = append(out, landedTx{Sig: sig, Slot: r.Slot, Err: r.Err, BlockTime: r.BlockTime, Level: commitmentLevel(r.Slot, cur)})
+		return len(out) < limit
+	})
+	if err == nil {
+		err = missing
+	}
+	return cur, out, err
+}
+
+// landed returns the record of a landed transaction, nil when sig has not
+// landed, and the current slot. Records are never modified once stored.
+func (b *bank) landed(sig solana.Signature) (uint64, *statusRecord) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.chain.Slot, b.statuses[sig]
+}
+
 // --- transactions ----------------------------------------------------------
 
 // txResult is what processing a transaction produced.
@@ -299,11 +363,26 @@ func (b *bank) processLocked(w *wireTx, commit, skipPreflight, checkBlockhash bo
 	rec := &statusRecord{
 		Slot: b.chain.Slot, Err: errJSON(res.err), Fee: fee,
 		BlockTime: b.now().Unix(), Tx: w.raw, Logs: res.logs,
+		Seq: b.lastSeq + 1, Units: res.units,
+		PreBalances: make([]uint64, len(w.keys)), PostBalances: make([]uint64, len(w.keys)),
+	}
+	for i, k := range w.keys {
+		if a := b.accounts[k]; a != nil {
+			rec.PreBalances[i] = a.Lamports
+			rec.PostBalances[i] = a.Lamports
+		}
+		if a, changed := changes[k]; changed {
+			rec.PostBalances[i] = 0
+			if a != nil {
+				rec.PostBalances[i] = a.Lamports
+			}
+		}
 	}
 	sig := res.sig
-	if err := b.store.commit(changes, &sig, rec, nil); err != nil {
+	if err := b.store.commit(changes, &sig, rec, w.keys, nil); err != nil {
 		return nil, err
 	}
+	b.lastSeq = rec.Seq
 	for k, a := range changes {
 		if a == nil {
 			delete(b.accounts, k)
@@ -359,7 +438,7 @@ func (b *bank) genesisAccounts(accts map[solana.PublicKey]*Account) error {
 		c := b.chain
 		chain = &c
 	}
-	if err := b.store.commit(accts, nil, nil, chain); err != nil {
+	if err := b.store.commit(accts, nil, nil, nil, chain); err != nil {
 		return err
 	}
 	for k, a := range accts {

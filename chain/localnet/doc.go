@@ -3,20 +3,27 @@
 // unmodified solana-go clients talk to, executing System, Compute Budget and
 // Hypernode Markets program instructions exactly as
 // shared/spec/markets-program.md describes, with its ledger (accounts,
-// signature statuses, slot, recent blockhashes) persisted in bbolt so that jobs
-// survive a restart.
+// landed transactions and their per-address index, slot, recent blockhashes)
+// persisted in bbolt so that jobs and their history survive a restart.
 //
 // File map: server.go (Config, Start, lifecycle, slot ticker), rpc.go (JSON-RPC
 // envelope and dispatch), rpc_methods.go (HTTP methods), ws.go
-// (subscriptions), bank.go (accounts, blockhashes, atomic transaction apply),
+// (subscriptions), history.go (getSignaturesForAddress, getTransaction),
+// bank.go (accounts, blockhashes, atomic transaction apply),
 // txn.go (wire decoding and sanitizing), txerror.go (Solana's error shapes),
 // runtime.go (instruction context and the runtime's account rules),
 // system.go (System and Compute Budget programs), markets.go and
 // markets_ix.go (Markets program), account.go, store.go (bbolt), genesis.go
-// (first start), post.go (a client helper that posts a job).
+// (first start), post.go (a client helper that posts a job), count.go (a
+// client helper that lists and counts the Markets instructions that landed
+// for an account, from the chain's history alone).
 //
 // Deliberate simplifications: every read sees the latest (processed) state
-// whatever commitment is asked; account and program notifications are sent
+// whatever commitment is asked (getSignaturesForAddress and getTransaction
+// refuse processed, as Solana does, yet list and return processed
+// transactions; each entry's confirmationStatus is its true level);
+// getTransaction reports no inner instructions, token balances or rewards
+// (always empty); account and program notifications are sent
 // when a transaction lands, whatever their commitment (signature
 // notifications do honour processed / confirmed / finalized); rent is not
 // collected (getMinimumBalanceForRentExemption uses Solana's formula);

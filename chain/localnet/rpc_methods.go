@@ -49,6 +49,8 @@ func (s *Server) registerMethods() {
 		"simulateTransaction":               s.simulateTransaction,
 		"getSignatureStatuses":              s.getSignatureStatuses,
 		"requestAirdrop":                    s.requestAirdrop,
+		"getSignaturesForAddress":           s.getSignaturesForAddress,
+		"getTransaction":                    s.getTransaction,
 		// Beyond the spec's surface, for fee estimation.
 		"getFeeForMessage":            s.getFeeForMessage,
 		"getRecentPrioritizationFees": s.getRecentPrioritizationFees,

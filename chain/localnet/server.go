@@ -222,6 +222,9 @@ func (s *Server) open(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w: faucet keypair: %v", ErrLedger, err)
 		}
+		if state.lastSeq, err = s.store.indexLegacy(state.statuses); err != nil {
+			return err
+		}
 		s.bank = newBank(s.store, state, cfg.Now, cfg.MarketsProgram, cfg.StakingProgram)
 		s.bank.faucet = faucet
 		s.bank.airdropNonce = randomUint64()

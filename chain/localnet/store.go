@@ -1,9 +1,12 @@
 package localnet
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
@@ -12,14 +15,21 @@ import (
 
 // The ledger file: one bbolt database, DataDir/ledger.db.
 //
-//	accounts:   pubkey (32 bytes) -> marshalAccount
-//	signatures: signature (64 bytes) -> statusRecord (JSON)
-//	meta:       "schema" -> "1"; "chain" -> chainMeta (JSON); "market" -> pubkey
+//	accounts:           pubkey (32 bytes) -> marshalAccount
+//	signatures:         signature (64 bytes) -> statusRecord (JSON)
+//	address_signatures: pubkey (32) | seq (8, big-endian) -> signature (64),
+//	                    one entry per account key of each landed transaction
+//	meta:               "schema" -> "1"; "chain" -> chainMeta (JSON); "market" -> pubkey
 //
-// Every commit is one bbolt transaction, fsynced before the caller replies.
+// Every commit is one bbolt transaction, fsynced before the caller replies;
+// a landed transaction's status and its address_signatures entries are
+// written in the same one. A ledger written before address_signatures
+// existed gets it built from its stored transactions on open
+// (indexLegacy).
 var (
 	bucketAccounts   = []byte("accounts")
 	bucketSignatures = []byte("signatures")
+	bucketAddrSigs   = []byte("address_signatures")
 	bucketMeta       = []byte("meta")
 
 	keySchema = []byte("schema")
@@ -33,14 +43,22 @@ const schemaVersion = "1"
 var ErrLedger = errors.New("malformed localnet ledger")
 
 // statusRecord is a landed transaction: the slot it landed in, its error
-// (JSON null on success), the fee charged, its wire bytes and logs.
+// (JSON null on success), the fee charged, its wire bytes and logs, its
+// landing sequence number (1, 2, … in landing order across the ledger; 0 in
+// records written before sequence numbers existed, until indexLegacy), the
+// lamports of each account key before and after it, and the compute units
+// it reported.
 type statusRecord struct {
-	Slot      uint64          `json:"slot"`
-	Err       json.RawMessage `json:"err"`
-	Fee       uint64          `json:"fee"`
-	BlockTime int64           `json:"blockTime"`
-	Tx        []byte          `json:"tx"`
-	Logs      []string        `json:"logs,omitempty"`
+	Slot         uint64          `json:"slot"`
+	Err          json.RawMessage `json:"err"`
+	Fee          uint64          `json:"fee"`
+	BlockTime    int64           `json:"blockTime"`
+	Tx           []byte          `json:"tx"`
+	Logs         []string        `json:"logs,omitempty"`
+	Seq          uint64          `json:"seq,omitempty"`
+	PreBalances  []uint64        `json:"preBalances,omitempty"`
+	PostBalances []uint64        `json:"postBalances,omitempty"`
+	Units        uint64          `json:"units,omitempty"`
 }
 
 func (r *statusRecord) failed() bool { return len(r.Err) > 0 && string(r.Err) != "null" }
@@ -70,7 +88,7 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAccounts, bucketSignatures, bucketMeta} {
+		for _, b := range [][]byte{bucketAccounts, bucketSignatures, bucketAddrSigs, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -99,6 +117,7 @@ type ledgerState struct {
 	statuses map[solana.Signature]*statusRecord
 	chain    *chainMeta // nil on a fresh ledger
 	market   *solana.PublicKey
+	lastSeq  uint64 // highest landing sequence number (indexLegacy)
 }
 
 func (s *store) load() (*ledgerState, error) {
@@ -164,7 +183,7 @@ func (s *store) load() (*ledgerState, error) {
 // reset empties the ledger (an interrupted first start).
 func (s *store) reset() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAccounts, bucketSignatures} {
+		for _, b := range [][]byte{bucketAccounts, bucketSignatures, bucketAddrSigs} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err
 			}
@@ -180,10 +199,20 @@ func (s *store) reset() error {
 	})
 }
 
+// addrSigKey is the address_signatures key of addr's entry for the
+// transaction with sequence number seq.
+func addrSigKey(addr solana.PublicKey, seq uint64) []byte {
+	k := make([]byte, solana.PublicKeyLength+8)
+	copy(k, addr[:])
+	binary.BigEndian.PutUint64(k[solana.PublicKeyLength:], seq)
+	return k
+}
+
 // commit writes changed accounts (nil or zero lamports: deleted), an optional
-// landed transaction's status and optional chain meta in one durable
+// landed transaction's status with an address_signatures entry for each of
+// its account keys (keys), and optional chain meta in one durable
 // transaction.
-func (s *store) commit(changes map[solana.PublicKey]*Account, sig *solana.Signature, rec *statusRecord, chain *chainMeta) error {
+func (s *store) commit(changes map[solana.PublicKey]*Account, sig *solana.Signature, rec *statusRecord, keys []solana.PublicKey, chain *chainMeta) error {
 	var recJSON, chainJSON []byte
 	var err error
 	if rec != nil {
@@ -213,6 +242,12 @@ func (s *store) commit(changes map[solana.PublicKey]*Account, sig *solana.Signat
 			if err := tx.Bucket(bucketSignatures).Put(sig[:], recJSON); err != nil {
 				return err
 			}
+			idx := tx.Bucket(bucketAddrSigs)
+			for _, k := range keys {
+				if err := idx.Put(addrSigKey(k, rec.Seq), sig[:]); err != nil {
+					return err
+				}
+			}
 		}
 		if chain != nil {
 			if err := tx.Bucket(bucketMeta).Put(keyChain, chainJSON); err != nil {
@@ -230,5 +265,101 @@ func (s *store) commit(changes map[solana.PublicKey]*Account, sig *solana.Signat
 func (s *store) saveMarket(m solana.PublicKey) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyMarket, m[:])
+	})
+}
+
+// indexLegacy gives sequence numbers to records that lack one (a ledger
+// written before address_signatures existed) and builds their
+// address_signatures entries from their stored wire bytes, in one durable
+// transaction, updating statuses in place. Such records are ordered by slot,
+// then by signature bytes (the order they landed in within a slot was not
+// recorded), after every record that has a sequence number. It returns the
+// highest sequence number in statuses.
+func (s *store) indexLegacy(statuses map[solana.Signature]*statusRecord) (uint64, error) {
+	var last uint64
+	var legacy []solana.Signature
+	for sig, r := range statuses {
+		if r.Seq == 0 {
+			legacy = append(legacy, sig)
+		}
+		last = max(last, r.Seq)
+	}
+	if len(legacy) == 0 {
+		return last, nil
+	}
+	sort.Slice(legacy, func(i, j int) bool {
+		a, b := statuses[legacy[i]], statuses[legacy[j]]
+		if a.Slot != b.Slot {
+			return a.Slot < b.Slot
+		}
+		return bytes.Compare(legacy[i][:], legacy[j][:]) < 0
+	})
+	updated := make(map[solana.Signature]*statusRecord, len(legacy))
+	keys := make(map[solana.Signature][]solana.PublicKey, len(legacy))
+	for _, sig := range legacy {
+		w, err := decodeTx(statuses[sig].Tx)
+		if err != nil {
+			return 0, fmt.Errorf("%w: stored transaction %s: %v", ErrLedger, sig, err)
+		}
+		last++
+		r := *statuses[sig]
+		r.Seq = last
+		updated[sig] = &r
+		keys[sig] = w.keys
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		sigs, idx := tx.Bucket(bucketSignatures), tx.Bucket(bucketAddrSigs)
+		for sig, r := range updated {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("encode status: %w", err)
+			}
+			if err := sigs.Put(sig[:], b); err != nil {
+				return err
+			}
+			for _, k := range keys[sig] {
+				if err := idx.Put(addrSigKey(k, r.Seq), sig[:]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("index stored transactions: %w", err)
+	}
+	for sig, r := range updated {
+		statuses[sig] = r
+	}
+	return last, nil
+}
+
+// signaturesFor walks addr's address_signatures entries newest first,
+// strictly below sequence number below and strictly above above, calling
+// visit for each until it returns false.
+func (s *store) signaturesFor(addr solana.PublicKey, below, above uint64, visit func(sig solana.Signature) bool) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAddrSigs).Cursor()
+		k, v := c.Seek(addrSigKey(addr, below))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil; k, v = c.Prev() {
+			if len(k) != solana.PublicKeyLength+8 || len(v) != solana.SignatureLength {
+				return fmt.Errorf("%w: address_signatures entry of %d/%d bytes", ErrLedger, len(k), len(v))
+			}
+			if !bytes.Equal(k[:solana.PublicKeyLength], addr[:]) {
+				return nil
+			}
+			if binary.BigEndian.Uint64(k[solana.PublicKeyLength:]) <= above {
+				return nil
+			}
+			if !visit(solana.SignatureFromBytes(v)) {
+				return nil
+			}
+		}
+		return nil
 	})
 }
