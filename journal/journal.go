@@ -8,9 +8,18 @@
 //
 // Layout of the file (schema version SchemaVersion):
 //
-//	meta/schema   -> decimal schema version
-//	log/<seq>     -> JSON Record; seq is a big-endian uint64 from 1
-//	jobs/<job>    -> JSON Snapshot of the job after its last record
+//	meta/schema         -> decimal schema version
+//	log/<seq>           -> JSON Record; seq is a big-endian uint64 from 1
+//	jobs/<job>          -> JSON Snapshot of the job after its last record
+//	jobrecs/<job>/<seq> -> empty: the job's index into log (schema 2)
+//
+// Schema 1 had no jobrecs. Opening a schema-1 file read-write upgrades it in
+// one bbolt transaction (an interrupted upgrade leaves schema 1 as it was);
+// opening it read-only leaves it as it is and Records scans the log.
+//
+// Open checks the file's page structure before bbolt reads it (see pages.go),
+// so that a damaged file gives ErrCorrupt instead of a crash; Check decodes and
+// cross-checks every record, snapshot and index entry.
 package journal
 
 import (
@@ -20,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"time"
@@ -28,13 +38,15 @@ import (
 )
 
 // SchemaVersion is the version of the file layout this package writes.
-const SchemaVersion = 1
+// Version 1 (no per-job index) is read, and upgraded on a read-write Open.
+const SchemaVersion = 2
 
 var (
-	bucketMeta = []byte("meta")
-	bucketLog  = []byte("log")
-	bucketJobs = []byte("jobs")
-	keySchema  = []byte("schema")
+	bucketMeta    = []byte("meta")
+	bucketLog     = []byte("log")
+	bucketJobs    = []byte("jobs")
+	bucketJobRecs = []byte("jobrecs")
+	keySchema     = []byte("schema")
 )
 
 // Errors callers branch on.
@@ -142,15 +154,32 @@ type Options struct {
 
 // Journal is an open journal file. Safe for concurrent use.
 type Journal struct {
-	db   *bolt.DB
-	path string
+	db     *bolt.DB
+	path   string
+	schema int // of the file as opened (after any upgrade); 0: empty read-only file
 }
 
 // Open opens or creates the journal at path. It returns an error wrapping
 // ErrLocked when another process holds it, and one wrapping ErrCorrupt when
-// the file is not a journal of a known schema. A corrupt file is left as it
-// is: never overwritten.
+// the file is not a journal of a known schema or its bbolt page structure is
+// damaged (a directory or other non-regular file at path is also ErrCorrupt).
+// A corrupt file is left as it is: never overwritten. A zero-length file is
+// a journal never initialised and, read-write, is initialised.
+//
+// A read-write Open of a schema-1 file upgrades it to SchemaVersion in one
+// transaction before returning; a record that does not decode fails the
+// upgrade with ErrCorrupt and leaves the file at schema 1.
+//
+// Open reads every page header and element table of the file once (no record
+// is decoded): about the cost of reading the file.
 func Open(path string, opts Options) (*Journal, error) {
+	return openSchema(path, opts, SchemaVersion)
+}
+
+// openSchema is Open creating, or upgrading to, schema target. Only the
+// schema-1 generator of testdata uses a target other than SchemaVersion.
+func openSchema(path string, opts Options, target int) (*Journal, error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = time.Second
 	}
@@ -167,7 +196,7 @@ func Open(path string, opts Options) (*Journal, error) {
 		return nil, err
 	}
 	j := &Journal{db: db, path: path}
-	if err := j.checkSchema(opts.ReadOnly); err != nil {
+	if err := j.checkSchema(opts.ReadOnly, target); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -182,8 +211,16 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 			db, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly, NoSync: opts.NoSync})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:  opts.LockTimeout,
+		ReadOnly: opts.ReadOnly,
+		NoSync:   opts.NoSync,
+		OpenFile: openFile(opts.ReadOnly, opts.LockTimeout),
+	})
 	if err != nil {
+		if errors.Is(err, ErrLocked) || errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s (is another hypernode-worker running on this data directory?)", ErrLocked, path)
 		}
@@ -195,7 +232,7 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	return db, nil
 }
 
-func (j *Journal) checkSchema(readOnly bool) (err error) {
+func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, j.path, r)
@@ -204,28 +241,54 @@ func (j *Journal) checkSchema(readOnly bool) (err error) {
 	check := func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
-			if tx.Bucket(bucketLog) != nil {
-				return fmt.Errorf("%w: %s: log without schema version", ErrCorrupt, j.path)
+			if k, _ := tx.Cursor().First(); k != nil {
+				return fmt.Errorf("%w: %s: %q without schema version", ErrCorrupt, j.path, k)
 			}
 			if readOnly {
+				j.schema = 0
 				return nil // empty journal
 			}
-			for _, b := range [][]byte{bucketMeta, bucketLog, bucketJobs} {
+			buckets := [][]byte{bucketMeta, bucketLog, bucketJobs}
+			if target >= 2 {
+				buckets = append(buckets, bucketJobRecs)
+			}
+			for _, b := range buckets {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 					return err
 				}
 			}
-			return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+			j.schema = target
+			return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(target)))
 		}
 		v, err := strconv.Atoi(string(meta.Get(keySchema)))
-		if err != nil {
+		if err != nil || v < 1 {
 			return fmt.Errorf("%w: %s: schema version %q", ErrCorrupt, j.path, meta.Get(keySchema))
 		}
 		if v > SchemaVersion {
 			return fmt.Errorf("%w: %s: schema version %d is newer than this worker's %d (upgrade the worker)", ErrCorrupt, j.path, v, SchemaVersion)
 		}
-		if tx.Bucket(bucketLog) == nil || tx.Bucket(bucketJobs) == nil {
+		log := tx.Bucket(bucketLog)
+		if log == nil || tx.Bucket(bucketJobs) == nil {
 			return fmt.Errorf("%w: %s: missing buckets", ErrCorrupt, j.path)
+		}
+		if k, _ := log.Cursor().Last(); k != nil {
+			if len(k) != 8 {
+				return fmt.Errorf("%w: %s: log key %x is not a sequence number", ErrCorrupt, j.path, k)
+			}
+			if last := binary.BigEndian.Uint64(k); log.Sequence() < last {
+				// The next Append would overwrite record last.
+				return fmt.Errorf("%w: %s: log sequence %d is behind its last record %d", ErrCorrupt, j.path, log.Sequence(), last)
+			}
+		}
+		if v >= 2 && tx.Bucket(bucketJobRecs) == nil {
+			return fmt.Errorf("%w: %s: schema %d without bucket %s", ErrCorrupt, j.path, v, bucketJobRecs)
+		}
+		j.schema = v
+		if v == 1 && target >= 2 && !readOnly {
+			if err := upgradeV1(tx); err != nil {
+				return fmt.Errorf("%w: %s: upgrade from schema 1: %v", ErrCorrupt, j.path, err)
+			}
+			j.schema = 2
 		}
 		return nil
 	}
@@ -235,8 +298,76 @@ func (j *Journal) checkSchema(readOnly bool) (err error) {
 	return j.db.Update(check)
 }
 
+// upgradeHook, when set (by tests), is called after each record indexed by
+// upgradeV1 with the number indexed so far.
+var upgradeHook func(indexed int)
+
+// upgradeV1 builds jobrecs from the log and sets schema 2, in tx.
+func upgradeV1(tx *bolt.Tx) error {
+	if tx.Bucket(bucketJobRecs) != nil {
+		if err := tx.DeleteBucket(bucketJobRecs); err != nil {
+			return err
+		}
+	}
+	idx, err := tx.CreateBucket(bucketJobRecs)
+	if err != nil {
+		return err
+	}
+	perJob := map[string]*bolt.Bucket{}
+	c := tx.Bucket(bucketLog).Cursor()
+	n := 0
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		rec, err := decodeRecord(k, v)
+		if err != nil {
+			return err
+		}
+		b := perJob[rec.Job]
+		if b == nil {
+			if b, err = idx.CreateBucketIfNotExists([]byte(rec.Job)); err != nil {
+				return fmt.Errorf("index of job %q: %v", rec.Job, err)
+			}
+			perJob[rec.Job] = b
+		}
+		if err := b.Put(k, []byte{}); err != nil {
+			return err
+		}
+		if n++; upgradeHook != nil {
+			upgradeHook(n)
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+}
+
+// decodeRecord decodes the log entry k -> v, checking that the key is a
+// sequence number equal to the record's and that the record names a job.
+// Its errors name the key and are not yet wrapped in ErrCorrupt.
+func decodeRecord(k, v []byte) (Record, error) {
+	var rec Record
+	if len(k) != 8 {
+		return rec, fmt.Errorf("log key %x is not a sequence number", k)
+	}
+	seq := binary.BigEndian.Uint64(k)
+	if v == nil {
+		return rec, fmt.Errorf("log/%d is a bucket, not a record", seq)
+	}
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return rec, fmt.Errorf("record %d: %v", seq, err)
+	}
+	if rec.Seq != seq {
+		return rec, fmt.Errorf("record under key %d says seq %d", seq, rec.Seq)
+	}
+	if rec.Job == "" {
+		return rec, fmt.Errorf("record %d has no job", seq)
+	}
+	return rec, nil
+}
+
 // Path is the journal file's path.
 func (j *Journal) Path() string { return j.path }
+
+// Schema is the file's schema version as opened: SchemaVersion, 1 for a
+// schema-1 file opened read-only, 0 for an empty file opened read-only.
+func (j *Journal) Schema() int { return j.schema }
 
 // Close closes the file and releases its lock.
 func (j *Journal) Close() error { return j.db.Close() }
@@ -260,35 +391,60 @@ func (j *Journal) Append(rec Record) (Record, error) {
 	if rec.At.IsZero() {
 		rec.At = time.Now().UTC()
 	}
-	err := j.db.Update(func(tx *bolt.Tx) error {
-		log, jobs := tx.Bucket(bucketLog), tx.Bucket(bucketJobs)
-		seq, err := log.NextSequence()
-		if err != nil {
-			return err
-		}
-		rec.Seq = seq
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		if err := log.Put(seqKey(seq), b); err != nil {
-			return err
-		}
-		var snap Snapshot
-		if old := jobs.Get([]byte(rec.Job)); old != nil {
-			if err := json.Unmarshal(old, &snap); err != nil {
-				return fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, rec.Job, err)
-			}
-		}
-		snap.apply(rec)
-		sb, err := json.Marshal(snap)
-		if err != nil {
-			return err
-		}
-		return jobs.Put([]byte(rec.Job), sb)
+	err := j.update(func(tx *bolt.Tx) (err error) {
+		rec, err = j.appendTx(tx, rec)
+		return err
 	})
+	if errors.Is(err, bolt.ErrIncompatibleValue) { // a bucket where a value belongs, or the reverse
+		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
 	if err != nil {
 		return rec, fmt.Errorf("journal append %s %s: %w", rec.Job, rec.Kind, err)
+	}
+	return rec, nil
+}
+
+// appendTx is Append's work inside tx: the log entry, the job's snapshot
+// and, from schema 2, its index entry.
+func (j *Journal) appendTx(tx *bolt.Tx, rec Record) (Record, error) {
+	log, jobs := tx.Bucket(bucketLog), tx.Bucket(bucketJobs)
+	seq, err := log.NextSequence()
+	if err != nil {
+		return rec, err
+	}
+	rec.Seq = seq
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return rec, err
+	}
+	if err := log.Put(seqKey(seq), b); err != nil {
+		return rec, err
+	}
+	var snap Snapshot
+	if old := jobs.Get([]byte(rec.Job)); old != nil {
+		if err := json.Unmarshal(old, &snap); err != nil {
+			return rec, fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, rec.Job, err)
+		}
+	}
+	snap.apply(rec)
+	sb, err := json.Marshal(snap)
+	if err != nil {
+		return rec, err
+	}
+	if err := jobs.Put([]byte(rec.Job), sb); err != nil {
+		return rec, err
+	}
+	if j.schema >= 2 {
+		idx, err := tx.Bucket(bucketJobRecs).CreateBucketIfNotExists([]byte(rec.Job))
+		if errors.Is(err, bolt.ErrIncompatibleValue) {
+			return rec, fmt.Errorf("%w: jobrecs/%s is not a bucket", ErrCorrupt, rec.Job)
+		}
+		if err != nil {
+			return rec, err
+		}
+		if err := idx.Put(seqKey(seq), []byte{}); err != nil {
+			return rec, err
+		}
 	}
 	return rec, nil
 }
@@ -326,7 +482,7 @@ func (s *Snapshot) apply(rec Record) {
 // Snapshot returns the job's snapshot, or an error wrapping ErrNotFound.
 func (j *Journal) Snapshot(job string) (Snapshot, error) {
 	var snap Snapshot
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJobs)
 		if b == nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, job)
@@ -346,7 +502,7 @@ func (j *Journal) Snapshot(job string) (Snapshot, error) {
 // Snapshots returns every job's snapshot, ordered by job key.
 func (j *Journal) Snapshots() ([]Snapshot, error) {
 	var out []Snapshot
-	err := j.db.View(func(tx *bolt.Tx) error {
+	err := j.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJobs)
 		if b == nil {
 			return nil
@@ -368,33 +524,101 @@ func (j *Journal) Snapshots() ([]Snapshot, error) {
 // stops the walk and is returned. A record that does not decode gives an
 // error wrapping ErrCorrupt naming its sequence number.
 func (j *Journal) Each(fn func(Record) error) error {
-	return j.db.View(func(tx *bolt.Tx) error {
+	var fnPanic *any // a panic of fn's own is fn's caller's, not ErrCorrupt
+	err := j.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLog)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var rec Record
-			if len(k) != 8 {
-				return fmt.Errorf("%w: log key %x is not a sequence number", ErrCorrupt, k)
+			rec, err := decodeRecord(k, v)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrCorrupt, err)
 			}
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("%w: record %d: %v", ErrCorrupt, binary.BigEndian.Uint64(k), err)
-			}
-			if rec.Seq != binary.BigEndian.Uint64(k) {
-				return fmt.Errorf("%w: record under key %d says seq %d", ErrCorrupt, binary.BigEndian.Uint64(k), rec.Seq)
-			}
-			if err := fn(rec); err != nil {
+			if err := callFn(fn, rec, &fnPanic); err != nil || fnPanic != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if fnPanic != nil {
+		panic(*fnPanic)
+	}
+	return err
 }
 
-// Records returns the records of one job in sequence order.
+func callFn(fn func(Record) error, rec Record, fnPanic **any) error {
+	done := false
+	defer func() {
+		if !done {
+			r := recover()
+			*fnPanic = &r
+		}
+	}()
+	err := fn(rec)
+	done = true
+	return err
+}
+
+// view and update run fn in a bbolt transaction, turning a panic of bbolt's
+// (an assertion on a damaged page that Open's page check let through) into
+// an error wrapping ErrCorrupt. bbolt rolls the transaction back as the
+// panic leaves it.
+func (j *Journal) view(fn func(*bolt.Tx) error) (err error) {
+	defer j.recoverCorrupt(&err)
+	return j.db.View(fn)
+}
+
+func (j *Journal) update(fn func(*bolt.Tx) error) (err error) {
+	defer j.recoverCorrupt(&err)
+	return j.db.Update(fn)
+}
+
+func (j *Journal) recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %s: %v", ErrCorrupt, j.path, r)
+	}
+}
+
+// Records returns the records of one job in sequence order (none, and no
+// error, for a job not in the journal). From schema 2 it reads the job's
+// index and only the job's records; on a schema-1 file opened read-only it
+// scans the whole log. An index entry without its record, or naming another
+// job's record, gives an error wrapping ErrCorrupt.
 func (j *Journal) Records(job string) ([]Record, error) {
+	if j.schema < 2 {
+		return j.scanRecords(job)
+	}
+	var out []Record
+	err := j.view(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bucketJobRecs).Bucket([]byte(job))
+		if idx == nil {
+			return nil
+		}
+		log := tx.Bucket(bucketLog)
+		c := idx.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			v := log.Get(k)
+			if v == nil {
+				return fmt.Errorf("%w: jobrecs/%s/%x: no such record in the log", ErrCorrupt, job, k)
+			}
+			rec, err := decodeRecord(k, v)
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrCorrupt, err)
+			}
+			if rec.Job != job {
+				return fmt.Errorf("%w: jobrecs/%s/%d: record is of job %s", ErrCorrupt, job, rec.Seq, rec.Job)
+			}
+			out = append(out, rec)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// scanRecords is Records by a walk of the whole log (schema 1).
+func (j *Journal) scanRecords(job string) ([]Record, error) {
 	var out []Record
 	err := j.Each(func(r Record) error {
 		if r.Job == job {

@@ -55,6 +55,7 @@ type Config struct {
 	Slots             int              // PARALLEL_JOBS
 	ImportImages      []string         // IMPORT_IMAGES: OCI archives imported at start
 	LogFormat         string           // LOG_FORMAT: auto, console, json
+	QuarantineJournal bool             // --quarantine-corrupt-journal
 }
 
 // setting is one configuration key: its environment name, flag name, default
@@ -88,6 +89,7 @@ var settings = []setting{
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
 func addConfigFlags(fs *pflag.FlagSet) {
 	fs.String("env-file", ".env", "file of KEY=VALUE settings read when present")
+	fs.Bool("quarantine-corrupt-journal", false, "when the journal is corrupt, move it aside and start with an empty one")
 	for _, s := range settings {
 		fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
 	}
@@ -122,7 +124,12 @@ func loadConfig(fs *pflag.FlagSet) (*Config, error) {
 		}
 		raw[s.env] = strings.TrimSpace(v)
 	}
-	return parseConfig(raw)
+	c, err := parseConfig(raw)
+	if err != nil {
+		return nil, err
+	}
+	c.QuarantineJournal, _ = fs.GetBool("quarantine-corrupt-journal")
+	return c, nil
 }
 
 // parseConfig validates the resolved settings (keyed by environment name).

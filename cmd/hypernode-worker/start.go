@@ -62,17 +62,10 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	defer w.close()
 	fmt.Fprint(stdout, banner)
 
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
-	}
-	j, err := journal.Open(cfg.JournalPath(), journal.Options{})
-	if err != nil {
-		if errors.Is(err, journal.ErrLocked) {
-			return fmt.Errorf("another worker owns the data directory %s (journal %s is locked)", cfg.DataDir, cfg.JournalPath())
-		}
+	if err := w.openJournal(); err != nil {
 		return err
 	}
-	w.journal = j
+	var err error
 
 	fmt.Fprintln(stdout, "📊 Detecting system specifications...")
 	w.specs, err = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
@@ -81,25 +74,10 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	}
 	printSpecs(stdout, w.specs)
 
-	if err := w.loadKey(); err != nil {
+	if err := w.connect(ctx); err != nil {
 		return err
 	}
-	if cfg.Embedded() {
-		if err := w.startLocalnet(ctx); err != nil {
-			return err
-		}
-	}
-	if err := w.connectRuntime(ctx); err != nil {
-		return err
-	}
-
 	fmt.Fprintln(stdout, "\n🔗 Connecting to Solana...")
-	if cfg.Local() && !cfg.MarketSet && w.net == nil {
-		if cfg.Market, err = findMarket(ctx, cfg.RPCURL, cfg.Program); err != nil {
-			return err
-		}
-	}
-	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market)
 	fmt.Fprintf(stdout, "Wallet: %s\n", shortKey(w.key.PublicKey()))
 	balance, err := w.chain.Balance(ctx)
 	if err != nil {
@@ -144,11 +122,10 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 		return fmt.Errorf("register node (list_node): %w", err)
 	}
 
-	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
-		uploader: &ipfs.Uploader{APIURL: cfg.UploadURL}}
-	driver := &fsm.Driver{Journal: j, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: cfg.DataDir, Log: w.log}
+	driver := w.driver()
 	loop := &fsm.Loop{Driver: driver, Market: w.chain, Fits: func(v uint8, g chain.GPUType) bool { return w.specs.Fits(v, uint8(g)) },
-		Slots: cfg.Slots, PollInterval: cfg.PollInterval, AutoAccept: cfg.AutoAccept}
+		Slots: cfg.Slots, PollInterval: cfg.PollInterval, AutoAccept: cfg.AutoAccept,
+		Reaper: &fsm.Reaper{Driver: driver}}
 
 	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
 	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
@@ -180,6 +157,14 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	return err
 }
 
+// driver wires the job driver over the connected chain, IPFS and containerd.
+func (w *worker) driver() *fsm.Driver {
+	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: w.cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
+		uploader: &ipfs.Uploader{APIURL: w.cfg.UploadURL}}
+	return &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
+		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second)}
+}
+
 // maxDefinitionBytes bounds a fetched job definition.
 const maxDefinitionBytes = 2 << 20
 
@@ -199,6 +184,61 @@ func (w *worker) close() {
 	if w.journal != nil {
 		w.journal.Close()
 	}
+}
+
+// openJournal creates the data directory and takes the journal's lock.
+func (w *worker) openJournal() error {
+	cfg := w.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+	}
+	if cfg.QuarantineJournal {
+		if err := journal.Check(cfg.JournalPath()); errors.Is(err, journal.ErrCorrupt) {
+			moved, qerr := journal.Quarantine(cfg.JournalPath())
+			if qerr != nil {
+				return fmt.Errorf("move the corrupt journal aside: %w", qerr)
+			}
+			w.log.Warn().Err(err).Str("moved_to", moved).Msg("corrupt journal moved aside; starting with an empty one")
+			fmt.Fprintf(w.out, "⚠ corrupt journal moved aside to %s\n", moved)
+		}
+	}
+	j, err := journal.Open(cfg.JournalPath(), journal.Options{})
+	switch {
+	case errors.Is(err, journal.ErrLocked):
+		return fmt.Errorf("another worker owns the data directory %s: %w", cfg.DataDir, err)
+	case errors.Is(err, journal.ErrCorrupt):
+		return fmt.Errorf("%w\nThe file was left untouched. Keep it for inspection; to start anyway with an empty journal, run start with --quarantine-corrupt-journal (it is moved aside to %s.corrupt-<time>)", err, cfg.JournalPath())
+	case err != nil:
+		return err
+	}
+	w.journal = j
+	return nil
+}
+
+// connect loads the key, starts the embedded localnet when configured,
+// connects containerd and makes the chain client.
+func (w *worker) connect(ctx context.Context) error {
+	cfg := w.cfg
+	if err := w.loadKey(); err != nil {
+		return err
+	}
+	if cfg.Embedded() {
+		if err := w.startLocalnet(ctx); err != nil {
+			return err
+		}
+	}
+	if err := w.connectRuntime(ctx); err != nil {
+		return err
+	}
+	if cfg.Local() && !cfg.MarketSet && w.net == nil {
+		m, err := findMarket(ctx, cfg.RPCURL, cfg.Program)
+		if err != nil {
+			return err
+		}
+		cfg.Market = m
+	}
+	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market)
+	return nil
 }
 
 // loadKey loads the node keypair; with the embedded localnet a missing one
@@ -325,8 +365,23 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Labels["hypernode.job"], Attempt: attemptOf(s),
-		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit})
+		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
+		Labels: map[string]string{fsm.LabelNode: s.Labels[fsm.LabelNode]}})
 }
+
+func (a runtimeAdapter) Inspect(ctx context.Context, id string) (fsm.ContainerState, error) {
+	st, err := a.rt.Inspect(ctx, id)
+	if err != nil {
+		return fsm.ContainerState{}, err
+	}
+	out := fsm.ContainerState{Exists: st.Exists, TaskStatus: st.TaskStatus, Op: st.Op, Labels: st.Labels}
+	if st.Exit != nil {
+		out.Exit = &fsm.Exit{Code: st.Exit.Code, ExitedAt: st.Exit.ExitedAt, OOMKilled: st.Exit.OOMKilled}
+	}
+	return out, nil
+}
+
+func (a runtimeAdapter) List(ctx context.Context) ([]string, error) { return a.rt.List(ctx) }
 
 func attemptOf(s fsm.ContainerSpec) int {
 	var n int

@@ -1,0 +1,243 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// Check opens the journal at path read-only and verifies all of it: bbolt's
+// own consistency check (tx.Check: page references, freelist, key order),
+// then every record (decodes, key equals its seq, names a job, has a known
+// kind), every snapshot (decodes, names its key, equals the snapshot rebuilt
+// from the job's records), and, from schema 2, the index (exactly the job's
+// records, in order). It returns nil for a sound journal; an error wrapping
+// ErrCorrupt naming the first bad key (log/<seq>, jobs/<job>,
+// jobrecs/<job>/<seq>, or a bbolt page); ErrLocked while a read-write process
+// holds the file; fs.ErrNotExist when there is no file. It never writes.
+func Check(path string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("check journal: %w", err)
+	}
+	j, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	if err := j.db.View(func(tx *bolt.Tx) error { return j.check(tx) }); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	return nil
+}
+
+// check is Check's walk; its errors name the bad key and are wrapped by Check.
+func (j *Journal) check(tx *bolt.Tx) error {
+	var first error
+	for err := range tx.Check() { // drained: bbolt's checker goroutine ends
+		if first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("bbolt: %v", first)
+	}
+	if j.schema == 0 {
+		return nil // an empty journal: nothing was ever appended
+	}
+	type job struct {
+		snap Snapshot
+		seqs []uint64
+	}
+	jobs := map[string]*job{}
+	log := tx.Bucket(bucketLog)
+	c := log.Cursor()
+	var last uint64
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		rec, err := decodeRecord(k, v)
+		if err != nil {
+			return err
+		}
+		switch rec.Kind {
+		case KindTransition, KindIntent, KindProgress:
+		default:
+			return fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, rec.Kind)
+		}
+		jb := jobs[rec.Job]
+		if jb == nil {
+			jb = &job{}
+			jobs[rec.Job] = jb
+		}
+		jb.snap.apply(rec)
+		jb.seqs = append(jb.seqs, rec.Seq)
+		last = rec.Seq
+	}
+	if log.Sequence() < last {
+		return fmt.Errorf("log: sequence %d is behind its last record %d", log.Sequence(), last)
+	}
+
+	seen := 0
+	err := tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+		if v == nil {
+			return fmt.Errorf("jobs/%s: a bucket, not a snapshot", k)
+		}
+		var stored Snapshot
+		if err := json.Unmarshal(v, &stored); err != nil {
+			return fmt.Errorf("jobs/%s: %v", k, err)
+		}
+		if stored.Job != string(k) {
+			return fmt.Errorf("jobs/%s: snapshot of job %q", k, stored.Job)
+		}
+		jb := jobs[string(k)]
+		if jb == nil {
+			return fmt.Errorf("jobs/%s: snapshot of a job without records", k)
+		}
+		got, _ := json.Marshal(stored)
+		want, _ := json.Marshal(jb.snap)
+		if !bytes.Equal(got, want) {
+			return fmt.Errorf("jobs/%s: snapshot (last seq %d) disagrees with the job's records (last seq %d)", k, stored.LastSeq, jb.snap.LastSeq)
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seen != len(jobs) {
+		for name := range jobs {
+			if tx.Bucket(bucketJobs).Get([]byte(name)) == nil {
+				return fmt.Errorf("jobs/%s: no snapshot for a job with records", name)
+			}
+		}
+	}
+	if j.schema < 2 {
+		return nil
+	}
+
+	idx := tx.Bucket(bucketJobRecs)
+	indexed := 0
+	err = idx.ForEach(func(name, v []byte) error {
+		if v != nil {
+			return fmt.Errorf("jobrecs/%s: a value, not a bucket", name)
+		}
+		jb := jobs[string(name)]
+		if jb == nil {
+			return fmt.Errorf("jobrecs/%s: index of a job without records", name)
+		}
+		i := 0
+		c := idx.Bucket(name).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) != 8 || len(v) != 0 {
+				return fmt.Errorf("jobrecs/%s/%x: not a sequence number with an empty value", name, k)
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if i < len(jb.seqs) && jb.seqs[i] < seq {
+				return fmt.Errorf("jobrecs/%s: record %d of the job is not indexed", name, jb.seqs[i])
+			}
+			if i >= len(jb.seqs) || jb.seqs[i] != seq {
+				return fmt.Errorf("jobrecs/%s/%d: not a record of the job", name, seq)
+			}
+			i++
+		}
+		if i != len(jb.seqs) {
+			return fmt.Errorf("jobrecs/%s: record %d of the job is not indexed", name, jb.seqs[i])
+		}
+		indexed++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if indexed != len(jobs) {
+		for name := range jobs {
+			if idx.Bucket([]byte(name)) == nil {
+				return fmt.Errorf("jobrecs/%s: no index for a job with records", name)
+			}
+		}
+	}
+	return nil
+}
+
+// now is the clock of Quarantine's file names.
+var now = time.Now
+
+// Quarantine moves the file (or whatever is) at path aside to
+// "<path>.corrupt-<UTC time as 20060102T150405Z>", adding "-1", "-2", … when
+// that name is taken (an existing file is never overwritten), and fsyncs the
+// directory so the move survives a crash. It returns the new path. It takes
+// the journal's lock first: an error wraps ErrLocked while a process has the
+// journal open, fs.ErrNotExist when there is nothing at path.
+func Quarantine(path string) (string, error) {
+	if _, err := os.Lstat(path); err != nil {
+		return "", fmt.Errorf("quarantine journal: %w", err)
+	}
+	// O_NONBLOCK: a FIFO at path must not block the open.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return "", fmt.Errorf("quarantine journal: %w", err)
+	}
+	defer f.Close()
+	if err := lockFile(f, false, time.Second); err != nil {
+		return "", fmt.Errorf("quarantine: %w", err)
+	}
+	base := path + ".corrupt-" + now().UTC().Format("20060102T150405Z")
+	dst := base
+	for n := 1; ; n++ {
+		err := renameNoReplace(path, dst)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || n > 1000 {
+			return "", fmt.Errorf("quarantine journal %s: %w", path, err)
+		}
+		dst = base + "-" + strconv.Itoa(n)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return dst, fmt.Errorf("quarantine journal: moved to %s: %w", dst, err)
+	}
+	return dst, nil
+}
+
+// renameNoReplace renames old to new, failing with fs.ErrExist when new
+// exists. Where the file system lacks RENAME_NOREPLACE it checks first, and
+// a file created at new in between would be replaced.
+func renameNoReplace(oldpath, newpath string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrExist}
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
+		if _, err := os.Lstat(newpath); err == nil {
+			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrExist}
+		}
+		return os.Rename(oldpath, newpath)
+	}
+	return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: err}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
