@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
@@ -119,10 +120,17 @@ type Limits struct {
 	MaxOutputFiles int
 	MaxOutputBytes int64 // sum of output file sizes
 	LogTailBytes   int
+	// MaxWorkspaceBytes bounds what a job may write under /workspace; past
+	// it the job is killed and fails.
+	MaxWorkspaceBytes int64
+	// ImageAttempts is how many times pulling a job's image may fail before
+	// the job fails.
+	ImageAttempts int
 }
 
 // DefaultLimits are used for zero fields of Driver.Limits.
-var DefaultLimits = Limits{MemoryBytes: 2 << 30, PidsLimit: 256, MaxOutputFiles: 1000, MaxOutputBytes: 1 << 30, LogTailBytes: 4096}
+var DefaultLimits = Limits{MemoryBytes: 2 << 30, PidsLimit: 256, MaxOutputFiles: 1000, MaxOutputBytes: 1 << 30, LogTailBytes: 4096,
+	MaxWorkspaceBytes: 10 << 30, ImageAttempts: 5}
 
 // Driver moves jobs through the lifecycle, journaling every step.
 type Driver struct {
@@ -139,6 +147,9 @@ type Driver struct {
 	// RetryMin and RetryMax bound the backoff between attempts of a step
 	// that failed transiently (defaults 500ms and 15s).
 	RetryMin, RetryMax time.Duration
+	mu                 sync.Mutex
+	imageFailures      map[string]int // job -> failed image pulls since this process started
+
 	// WatchInterval is how often the job account is checked while an
 	// operation runs, so that a job timed out, stopped or taken away on
 	// chain is abandoned and its container stopped (default 10s).
@@ -169,7 +180,23 @@ func (d *Driver) limits() Limits {
 	if l.LogTailBytes == 0 {
 		l.LogTailBytes = DefaultLimits.LogTailBytes
 	}
+	if l.MaxWorkspaceBytes == 0 {
+		l.MaxWorkspaceBytes = DefaultLimits.MaxWorkspaceBytes
+	}
+	if l.ImageAttempts == 0 {
+		l.ImageAttempts = DefaultLimits.ImageAttempts
+	}
 	return l
+}
+
+func (d *Driver) countImageFailure(job string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.imageFailures == nil {
+		d.imageFailures = map[string]int{}
+	}
+	d.imageFailures[job]++
+	return d.imageFailures[job]
 }
 
 // JobDir is where a job's files live: DataDir/jobs/<job>.
@@ -235,7 +262,7 @@ func (d *Driver) Run(ctx context.Context, job solana.PublicKey) error {
 		}
 		state := State(snap.State)
 		if state.Terminal() {
-			d.cleanup(key)
+			d.cleanup(ctx, snap)
 			return nil
 		}
 		err = d.step(ctx, job, snap)

@@ -214,7 +214,12 @@ func newFakeRuntime() *fakeRuntime {
 		killed: map[string]bool{}, removed: map[string]bool{}, blocking: make(chan struct{})}
 }
 
-func (r *fakeRuntime) EnsureImage(context.Context, string) error { return nil }
+func (r *fakeRuntime) EnsureImage(_ context.Context, ref string) error {
+	if strings.Contains(ref, "missing") {
+		return errors.New("pull: not found")
+	}
+	return nil
+}
 
 func (r *fakeRuntime) Create(_ context.Context, s ContainerSpec) error {
 	r.mu.Lock()
@@ -249,6 +254,17 @@ func (r *fakeRuntime) RunOp(ctx context.Context, id string, n int, op Op, logPat
 		return Exit{}, fmt.Errorf("%w: exec: \"missing\": no such file", ErrOpCannotStart)
 	case strings.HasPrefix(cmd, "exit "):
 		fmt.Sscanf(cmd, "exit %d", &code)
+	case strings.HasPrefix(cmd, "fill "): // fill N: write N bytes, then sleep
+		var size int
+		fmt.Sscanf(cmd, "fill %d", &size)
+		if err := os.WriteFile(filepath.Join(spec.Workspace, "big"), make([]byte, size), 0o644); err != nil {
+			return Exit{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return Exit{}, ctx.Err()
+		case <-r.blocking:
+		}
 	case cmd == "sleep":
 		select {
 		case <-ctx.Done():
@@ -470,6 +486,48 @@ func TestDriverOperationCannotStart(t *testing.T) {
 	r.run(job)
 	res := r.result(job)
 	if res.Status != jobdef.StatusFailed || len(res.Operations) != 1 || res.Operations[0].ExitCode != 127 || !strings.Contains(res.Error, "no such file") {
+		t.Fatalf("result %+v", res)
+	}
+	r.verify()
+}
+
+func TestDriverFailsJobThatFillsItsWorkspace(t *testing.T) {
+	r := newRig(t)
+	r.driver.WatchInterval = 5 * time.Millisecond
+	r.driver.Limits.MaxWorkspaceBytes = 1000
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"fill 5000"}]}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "workspace exceeded its 1000-byte limit") {
+		t.Fatalf("result %+v", res)
+	}
+	if !r.rt.killed[ContainerID(job.String(), 1)] {
+		t.Fatal("container not killed")
+	}
+	r.verify()
+}
+
+func TestDriverFailsJobOverOutputLimits(t *testing.T) {
+	r := newRig(t)
+	r.driver.Limits.MaxOutputBytes = 3
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"write output/a.txt 12345"}]}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "output files exceed 3 bytes") || len(res.Outputs) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	r.verify()
+}
+
+func TestDriverFailsJobWhoseImageCannotBePulled(t *testing.T) {
+	r := newRig(t)
+	job := r.post(`{"image":"hypernode.local/missing:latest","operations":[{"type":"run","command":"true"}]}`)
+	r.run(job)
+	if got := strings.Join(r.path(job), ","); got != "polled,claimed,fetched,uploaded,failed" {
+		t.Fatalf("path %s", got)
+	}
+	res := r.result(job)
+	if res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "could not be pulled (5 attempts)") {
 		t.Fatalf("result %+v", res)
 	}
 	r.verify()

@@ -15,18 +15,58 @@ import (
 	"github.com/hypernode-sol/worker/journal"
 )
 
-// cleanup removes a finished job's workspace; its logs and result document
-// stay in the job directory for the operator until the reaper's retention.
-func (d *Driver) cleanup(job string) {
-	if err := os.RemoveAll(d.workspace(job)); err != nil {
-		d.Log.Warn().Err(err).Str("job", job).Msg("remove workspace")
+// cleanup removes an ended job's container (when a crash kept it) and its
+// workspace; its scrubbed logs and result document stay in the job
+// directory for the operator.
+func (d *Driver) cleanup(ctx context.Context, snap journal.Snapshot) {
+	if snap.Container != nil {
+		if err := d.Runtime.Remove(ctx, snap.Container.ID); err != nil {
+			d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove container (the reaper will retry)")
+		}
+	}
+	if err := os.RemoveAll(d.workspace(snap.Job)); err != nil {
+		d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove workspace")
 	}
 }
 
-// watch checks the job account every WatchInterval until stop is closed. It
-// returns an errAbandon (after calling cancel) when the chain no longer has
-// the job running for this node; nil otherwise.
+func (d *Driver) cleanupJob(ctx context.Context, job string) {
+	if snap, err := d.Journal.Snapshot(job); err == nil {
+		d.cleanup(ctx, snap)
+	}
+}
+
+// errWorkspaceFull: the job wrote more than Limits.MaxWorkspaceBytes.
+type errWorkspaceFull struct{ limit int64 }
+
+func (e errWorkspaceFull) Error() string {
+	return fmt.Sprintf("the job's workspace exceeded its %d-byte limit", e.limit)
+}
+
+// workspaceBytes sums the sizes of the files under dir (symlinks not
+// followed), stopping once the sum passes limit.
+func workspaceBytes(dir string, limit int64) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			total += info.Size()
+		}
+		if total > limit {
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return total
+}
+
+// watch checks, every WatchInterval until stop is closed, the job account
+// and the workspace's size. It calls cancel and returns an errAbandon when
+// the chain no longer has the job running for this node, or an
+// errWorkspaceFull when the job wrote past its limit; nil otherwise.
 func (d *Driver) watch(job solana.PublicKey, stop <-chan struct{}, cancel context.CancelFunc) error {
+	limit := d.limits().MaxWorkspaceBytes
 	every := d.WatchInterval
 	if every <= 0 {
 		every = 10 * time.Second
@@ -47,6 +87,11 @@ func (d *Driver) watch(job solana.PublicKey, stop <-chan struct{}, cancel contex
 			d.Log.Warn().Str("job", job.String()).Str("reason", ab.reason).Msg("job gone from us on chain while running; stopping it")
 			cancel()
 			return err
+		}
+		if workspaceBytes(d.workspace(job.String()), limit) > limit {
+			d.Log.Warn().Str("job", job.String()).Int64("limit_bytes", limit).Msg("workspace over its limit; stopping the job")
+			cancel()
+			return errWorkspaceFull{limit}
 		}
 	}
 }
@@ -73,7 +118,7 @@ func (d *Driver) Abandon(ctx context.Context, job solana.PublicKey, reason strin
 	if err := d.transition(job.String(), State(snap.State), EvAbandon, map[string]string{"reason": reason}); err != nil {
 		return err
 	}
-	d.cleanup(job.String())
+	d.cleanupJob(ctx, job.String())
 	return nil
 }
 
@@ -130,7 +175,7 @@ func (d *Driver) GiveBack(ctx context.Context, job solana.PublicKey) error {
 	if err := d.transition(key, State(snap.State), EvGiveBack, map[string]string{"reason": "given back with quit_job", "quit_sig": tx.Signature.String()}); err != nil {
 		return err
 	}
-	d.cleanup(key)
+	d.cleanupJob(ctx, key)
 	return nil
 }
 

@@ -43,18 +43,19 @@ func (s State) Terminal() bool {
 
 // Events of the lifecycle.
 const (
-	EvPoll     = "poll"      // none → polled: the job was seen
-	EvClaim    = "claim"     // polled → claimed: our work_job landed
-	EvAssigned = "assigned"  // polled → claimed: the chain assigned it to us
-	EvLose     = "lose"      // polled → lost: another node has it
-	EvFetch    = "fetch"     // claimed → fetched: definition fetched, verified, valid
-	EvReject   = "reject"    // claimed → uploaded: invalid definition, rejected result uploaded
-	EvStart    = "start"     // fetched → running: container created
-	EvUpload   = "upload"    // running → uploaded: operations ended, result uploaded
-	EvFinish   = "finish"    // uploaded → finished: finish_job landed (succeeded)
-	EvFail     = "fail"      // uploaded → failed: finish_job landed (not succeeded)
-	EvAbandon  = "abandon"   // any live state → abandoned
-	EvGiveBack = "give_back" // a claimed state → abandoned: quit_job landed
+	EvPoll      = "poll"       // none → polled: the job was seen
+	EvClaim     = "claim"      // polled → claimed: our work_job landed
+	EvAssigned  = "assigned"   // polled → claimed: the chain assigned it to us
+	EvLose      = "lose"       // polled → lost: another node has it
+	EvFetch     = "fetch"      // claimed → fetched: definition fetched, verified, valid
+	EvReject    = "reject"     // claimed → uploaded: invalid definition, rejected result uploaded
+	EvStart     = "start"      // fetched → running: container created
+	EvUpload    = "upload"     // running → uploaded: operations ended, result uploaded
+	EvFinish    = "finish"     // uploaded → finished: finish_job landed (succeeded)
+	EvFail      = "fail"       // uploaded → failed: finish_job landed (not succeeded)
+	EvAbandon   = "abandon"    // any live state → abandoned
+	EvGiveBack  = "give_back"  // a claimed state → abandoned: quit_job landed
+	EvFailStart = "fail_start" // fetched → uploaded: the job could not start (image unavailable), failed result uploaded
 )
 
 var nonTerminal = []string{string(Polled), string(Claimed), string(Fetched), string(Running), string(Uploaded)}
@@ -68,6 +69,7 @@ var Table = lfsm.Events{
 	{Name: EvFetch, Src: []string{string(Claimed)}, Dst: string(Fetched)},
 	{Name: EvReject, Src: []string{string(Claimed)}, Dst: string(Uploaded)},
 	{Name: EvStart, Src: []string{string(Fetched)}, Dst: string(Running)},
+	{Name: EvFailStart, Src: []string{string(Fetched)}, Dst: string(Uploaded)},
 	{Name: EvUpload, Src: []string{string(Running)}, Dst: string(Uploaded)},
 	{Name: EvFinish, Src: []string{string(Uploaded)}, Dst: string(Finished)},
 	{Name: EvFail, Src: []string{string(Uploaded)}, Dst: string(Failed)},
@@ -191,7 +193,7 @@ func Verify(j *journal.Journal) ([]Problem, int, error) {
 				checkSig("finish_sig", chain.IxFinishJob)
 			case EvGiveBack:
 				checkSig("quit_sig", chain.IxQuitJob)
-			case EvUpload, EvReject:
+			case EvUpload, EvReject, EvFailStart:
 				if cid := r.Fields[FieldResultCID]; cid == "" || cid != js.upload {
 					bad(r, "%s names result %q, the last upload intent was %q", r.Event, cid, js.upload)
 				}

@@ -84,7 +84,7 @@ func (d *Driver) fetch(ctx context.Context, job solana.PublicKey, snap journal.S
 	}
 	if snap.Upload != nil {
 		// A rejected result was being uploaded when we stopped: finish that.
-		return d.reject(ctx, job, snap.Fields[FieldError])
+		return d.resumeUpload(ctx, key, Claimed, EvReject, snap)
 	}
 	def, cid, err := d.definition(ctx, acc)
 	var rej *rejection
@@ -176,7 +176,17 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 			return err
 		}
 	}
+	if snap.Upload != nil {
+		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
+	}
 	if err := d.Runtime.EnsureImage(ctx, ci.Image); err != nil {
+		if n := d.countImageFailure(key); n >= d.limits().ImageAttempts {
+			d.Log.Warn().Err(err).Str("job", key).Int("attempts", n).Msg("image unavailable; failing the job")
+			now := d.now().UTC()
+			res := &jobdef.Result{Version: jobdef.ResultVersion, Job: key, Node: d.Chain.Node().String(), Status: jobdef.StatusFailed,
+				StartedAt: now, FinishedAt: now, Error: fmt.Sprintf("image %s could not be pulled (%d attempts): %v", ci.Image, n, err)}
+			return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
+		}
 		return fmt.Errorf("image %s: %w", ci.Image, err)
 	}
 	if snap.Container == nil {
@@ -239,7 +249,7 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 		return err
 	}
 	if snap.Upload != nil {
-		return d.resumeUpload(ctx, key, snap)
+		return d.resumeUpload(ctx, key, Running, EvUpload, snap)
 	}
 	def, _, err := d.definition(ctx, acc)
 	if err != nil {
@@ -279,18 +289,25 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 		gone := <-watched
 		timedOut := err != nil && ctx.Err() == nil && opCtx.Err() == context.DeadlineExceeded
 		cancel()
+		var full errWorkspaceFull
 		if gone != nil && err != nil && !timedOut {
-			// The chain took the job away while it ran: stop it there.
+			// The chain took the job away, or the job filled its workspace:
+			// stop it there.
 			if kerr := d.Runtime.Kill(ctx, ci.ID); kerr != nil {
 				d.Log.Warn().Err(kerr).Str("container", ci.ID).Msg("kill")
 			}
-			return gone
+			if !errors.As(gone, &full) {
+				return gone
+			}
 		}
 		if err == nil {
 			failpoint.Hit(failpoint.OpAfterExit)
 		}
 		progress := map[string]string{}
-		if timedOut {
+		if full.limit > 0 {
+			progress[opField(n, "exit")] = "137"
+			progress[opField(n, "error")] = full.Error()
+		} else if timedOut {
 			if err := d.Runtime.Kill(ctx, ci.ID); err != nil {
 				return fmt.Errorf("kill %s at its deadline: %w", ci.ID, err)
 			}
@@ -345,8 +362,9 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 	return nil
 }
 
-// resumeUpload finishes an upload of the result document interrupted by a crash.
-func (d *Driver) resumeUpload(ctx context.Context, job string, snap journal.Snapshot) error {
+// resumeUpload finishes an upload of the result document interrupted by a
+// crash: the document on disk is the one whose CID the intent names.
+func (d *Driver) resumeUpload(ctx context.Context, job string, from State, event string, snap journal.Snapshot) error {
 	path := filepath.Join(d.JobDir(job), "result.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -363,7 +381,7 @@ func (d *Driver) resumeUpload(ctx context.Context, job string, snap journal.Snap
 	if got != snap.Upload.CID {
 		return fmt.Errorf("%w: result document on disk has CID %s, journal says %s", journal.ErrCorrupt, got, snap.Upload.CID)
 	}
-	if err := d.transition(job, Running, EvUpload, map[string]string{FieldResultCID: got, FieldStatus: res.Status}); err != nil {
+	if err := d.transition(job, from, event, map[string]string{FieldResultCID: got, FieldStatus: res.Status}); err != nil {
 		return err
 	}
 	if snap.Container != nil {
@@ -410,16 +428,27 @@ func (d *Driver) buildResult(ctx context.Context, job string, def *jobdef.Defini
 		res.Operations = append(res.Operations, op)
 	}
 	outs, err := d.uploadOutputs(ctx, job, def)
-	if err != nil {
+	var limit *outputLimitError
+	if errors.As(err, &limit) {
+		// The job broke a limit: that is its result, not a reason to retry.
+		res.Status, res.Error, outs = jobdef.StatusFailed, limit.Error(), []jobdef.Output{}
+	} else if err != nil {
 		return nil, err
 	}
 	res.Outputs = outs
 	return res, nil
 }
 
+// outputLimitError: the job's outputs break a limit of Limits.
+type outputLimitError struct{ what string }
+
+func (e *outputLimitError) Error() string { return "outputs rejected: " + e.what }
+
 // uploadLog scrubs secrets from an operation's log, uploads the scrubbed copy
 // and returns its CID and tail. An empty or absent log gives "".
 func (d *Driver) uploadLog(ctx context.Context, path string, secrets []jobdef.Secret) (string, string, error) {
+	// The scrubbed copy replaces the raw log, so no secret stays on disk;
+	// scrubbing again after a crash changes nothing.
 	scrubbed := path + ".scrubbed"
 	n, err := scrubFile(path, scrubbed, secrets)
 	if errors.Is(err, os.ErrNotExist) || (err == nil && n == 0) {
@@ -428,6 +457,10 @@ func (d *Driver) uploadLog(ctx context.Context, path string, secrets []jobdef.Se
 	if err != nil {
 		return "", "", fmt.Errorf("scrub log %s: %w", path, err)
 	}
+	if err := os.Rename(scrubbed, path); err != nil {
+		return "", "", fmt.Errorf("scrub log %s: %w", path, err)
+	}
+	scrubbed = path
 	cid, _, err := d.Store.AddFile(ctx, scrubbed)
 	if err != nil {
 		return "", "", fmt.Errorf("upload log: %w", err)
@@ -466,10 +499,10 @@ func (d *Driver) uploadOutputs(ctx context.Context, job string, def *jobdef.Defi
 			return err
 		}
 		if len(outs) >= lim.MaxOutputFiles {
-			return fmt.Errorf("more than %d output files", lim.MaxOutputFiles)
+			return &outputLimitError{fmt.Sprintf("more than %d output files", lim.MaxOutputFiles)}
 		}
 		if total += info.Size(); total > lim.MaxOutputBytes {
-			return fmt.Errorf("outputs exceed %d bytes", lim.MaxOutputBytes)
+			return &outputLimitError{fmt.Sprintf("output files exceed %d bytes", lim.MaxOutputBytes)}
 		}
 		cid, size, err := d.Store.AddFile(ctx, p)
 		if err != nil {

@@ -183,13 +183,14 @@ func openSchema(path string, opts Options, target int) (*Journal, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = time.Second
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("journal dir: %w", err)
-	}
 	if opts.ReadOnly {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("open journal %s: %w", path, err)
 		}
+	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("journal dir: %w", err)
+	}
+	if opts.ReadOnly {
 	}
 	db, err := openBolt(path, opts)
 	if err != nil {

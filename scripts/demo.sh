@@ -119,8 +119,8 @@ wait "$worker_pid" || true
 worker_pid=""
 "$bin" replay --data-dir "$data" | tail -n 8
 
-if grep -q "hn-demo-secret" "$demo/worker.log" "$data/journal.db"; then
-	echo "demo: the job's secret reached the log or the journal" >&2
+if grep -rq "hn-demo-secret" "$demo/worker.log" "$data/journal.db" "$data/jobs"; then
+	echo "demo: the job's secret reached the log, the journal or a job directory" >&2
 	ok=0
 fi
 [ "$ok" = 1 ] || die "some jobs did not end as expected"

@@ -3,7 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,27 +36,41 @@ var networkRPC = map[string]string{
 
 // Config is the worker's configuration after env, .env and flags.
 type Config struct {
-	Network           string
-	RPCURL            string // SOLANA_RPC_URL; empty with localnet = embedded
-	KeypairPath       string // KEYPAIR_PATH
-	Market            solana.PublicKey
-	MarketSet         bool
-	Program           solana.PublicKey // PROGRAM_ID
-	Staking           solana.PublicKey // STAKING_PROGRAM_ID
-	Gateways          []string         // IPFS_GATEWAY
-	UploadURL         string           // IPFS_UPLOAD_URL (kubo RPC API base)
-	ContainerRuntime  string           // CONTAINER_RUNTIME
-	ContainerdAddress string           // CONTAINERD_ADDRESS
-	AutoAccept        bool             // AUTO_ACCEPT
-	PollInterval      time.Duration    // POLLING_INTERVAL (ms)
-	HealthInterval    time.Duration    // HEALTH_CHECK_INTERVAL (ms)
-	DataDir           string           // HYPERNODE_DATA_DIR
-	LocalnetAddr      string           // LOCALNET_ADDR
-	GPUInventory      string           // GPU_INVENTORY
-	Slots             int              // PARALLEL_JOBS
-	ImportImages      []string         // IMPORT_IMAGES: OCI archives imported at start
-	LogFormat         string           // LOG_FORMAT: auto, console, json
-	QuarantineJournal bool             // --quarantine-corrupt-journal
+	Network             string
+	RPCURL              string // SOLANA_RPC_URL; empty with localnet = embedded
+	KeypairPath         string // KEYPAIR_PATH
+	Market              solana.PublicKey
+	MarketSet           bool
+	Program             solana.PublicKey // PROGRAM_ID
+	Staking             solana.PublicKey // STAKING_PROGRAM_ID
+	Gateways            []string         // IPFS_GATEWAY
+	UploadURL           string           // IPFS_UPLOAD_URL (kubo RPC API base)
+	ContainerRuntime    string           // CONTAINER_RUNTIME
+	ContainerdAddress   string           // CONTAINERD_ADDRESS
+	AutoAccept          bool             // AUTO_ACCEPT
+	PollInterval        time.Duration    // POLLING_INTERVAL (ms)
+	HealthInterval      time.Duration    // HEALTH_CHECK_INTERVAL (ms)
+	DataDir             string           // HYPERNODE_DATA_DIR
+	LocalnetAddr        string           // LOCALNET_ADDR
+	GPUInventory        string           // GPU_INVENTORY
+	Slots               int              // PARALLEL_JOBS
+	ImportImages        []string         // IMPORT_IMAGES: OCI archives imported at start
+	LogFormat           string           // LOG_FORMAT: auto, console, json
+	QuarantineJournal   bool             // --quarantine-corrupt-journal
+	KeypairDefault      bool             // KEYPAIR_PATH was not given: the local market's node key, created when missing
+	WorkspaceLimitBytes int64            // WORKSPACE_LIMIT_MB
+}
+
+// regularFile checks that path names a readable regular file.
+func regularFile(path string) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	return nil
 }
 
 // setting is one configuration key: its environment name, flag name, default
@@ -84,6 +99,7 @@ var settings = []setting{
 	{"PARALLEL_JOBS", "parallel-jobs", "1", "jobs run at once"},
 	{"IMPORT_IMAGES", "import-image", "", "OCI image archives to import at start, comma-separated"},
 	{"LOG_FORMAT", "log-format", "auto", "auto (console on a terminal, else JSON), console or json"},
+	{"WORKSPACE_LIMIT_MB", "workspace-limit-mb", "10240", "MiB a job may write under /workspace before it is stopped and failed"},
 }
 
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
@@ -107,7 +123,9 @@ func loadConfig(fs *pflag.FlagSet) (*Config, error) {
 			fileVals = vals
 		case errors.Is(err, os.ErrNotExist) && !fs.Changed("env-file"):
 		default:
-			return nil, usageErr("env file %s: %v", envFile, err)
+			// godotenv's message quotes the rest of the file, which may hold
+			// secrets: name the file only.
+			return nil, usageErr("env file %s is not a list of KEY=VALUE lines", envFile)
 		}
 	}
 	raw := map[string]string{}
@@ -183,6 +201,8 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		c.UploadURL = c.RPCURL
 	} else if c.UploadURL == "" {
 		return nil, usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL)", c.Network)
+	} else if u, err := url.Parse(c.UploadURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageErr("IPFS_UPLOAD_URL %q is not an http(s) URL", c.UploadURL)
 	}
 	if c.ContainerRuntime != "containerd" {
 		return nil, usageErr("CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)
@@ -206,16 +226,29 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	if c.Slots, err = strconv.Atoi(raw["PARALLEL_JOBS"]); err != nil || c.Slots < 1 || c.Slots > 64 {
 		return nil, usageErr("PARALLEL_JOBS %q is not a number from 1 to 64", raw["PARALLEL_JOBS"])
 	}
-	if _, _, err := net.SplitHostPort(c.LocalnetAddr); err != nil {
-		return nil, usageErr("LOCALNET_ADDR %q is not host:port", c.LocalnetAddr)
+	if ap, err := netip.ParseAddrPort(c.LocalnetAddr); err != nil || !ap.Addr().IsLoopback() {
+		return nil, usageErr("LOCALNET_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:8899)", c.LocalnetAddr)
 	}
 	if raw["IMPORT_IMAGES"] != "" {
 		for _, p := range strings.Split(raw["IMPORT_IMAGES"], ",") {
 			if p = strings.TrimSpace(p); p != "" {
+				if err := regularFile(p); err != nil {
+					return nil, usageErr("IMPORT_IMAGES: %v", err)
+				}
 				c.ImportImages = append(c.ImportImages, p)
 			}
 		}
 	}
+	if c.GPUInventory != "" {
+		if err := regularFile(c.GPUInventory); err != nil {
+			return nil, usageErr("GPU_INVENTORY: %v", err)
+		}
+	}
+	mb, err := strconv.ParseInt(raw["WORKSPACE_LIMIT_MB"], 10, 64)
+	if err != nil || mb < 1 || mb > 1<<24 {
+		return nil, usageErr("WORKSPACE_LIMIT_MB %q is not a number of MiB from 1 to 16777216", raw["WORKSPACE_LIMIT_MB"])
+	}
+	c.WorkspaceLimitBytes = mb << 20
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:
@@ -233,9 +266,10 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	}
 	if c.KeypairPath == "" {
 		if !c.Local() {
-			return nil, usageErr("KEYPAIR_PATH is required on %s (create one with `solana-keygen new`)", c.Network)
+			return nil, usageErr("KEYPAIR_PATH is required on %s (create one with `solana-keygen new` or `hypernode-worker keygen`)", c.Network)
 		}
 		c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
+		c.KeypairDefault = true
 	}
 	return c, nil
 }

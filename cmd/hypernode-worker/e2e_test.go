@@ -397,18 +397,35 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{"world-readable keypair", []string{"start", "--network", "devnet", "--market", market, "--ipfs-gateway", "http://127.0.0.1:1", "--ipfs-upload-url", "http://127.0.0.1:1", "--keypair", open}, "readable by group or others"},
 		{"bad polling interval", []string{"config", "--polling-interval", "soon"}, "POLLING_INTERVAL"},
 		{"unknown flag", []string{"start", "--frobnicate"}, "unknown flag"},
+		{"upload URL", []string{"config", "--ipfs-upload-url", "ftp://x"}, `IPFS_UPLOAD_URL "ftp://x" is not an http(s) URL`},
+		{"localnet not loopback", []string{"start", "--localnet-addr", "8.8.8.8:53"}, "is not a loopback address"},
+		{"localnet bad port", []string{"config", "--localnet-addr", "127.0.0.1:99999"}, "is not a loopback address"},
+		{"missing inventory", []string{"config", "--gpu-inventory", filepath.Join(dir, "none.xml")}, "GPU_INVENTORY"},
+		{"image archive is a directory", []string{"start", "--import-image", dir}, "is not a regular file"},
+		{"workspace limit", []string{"config", "--workspace-limit-mb", "0"}, "WORKSPACE_LIMIT_MB"},
 	}
+	envFile := filepath.Join(dir, "bad.env")
+	os.WriteFile(envFile, []byte("bad line here\nPINATA_JWT=super-secret-token\n"), 0o600)
+	cases = append(cases, struct {
+		name string
+		args []string
+		want string
+	}{"malformed env file", []string{"config", "--env-file", envFile}, "is not a list of KEY=VALUE lines"})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			t.Setenv("HYPERNODE_DATA_DIR", dir)
-			code := run(append(c.args, "--env-file", ""), &stdout, &stderr)
+			args := c.args
+			if !strings.Contains(strings.Join(args, " "), "--env-file") {
+				args = append(args, "--env-file", "")
+			}
+			code := run(args, &stdout, &stderr)
 			msg := strings.TrimSpace(stderr.String())
 			if code != 2 || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, c.want) {
 				t.Fatalf("exit %d, stderr %q; want 2 and one line containing %q", code, msg, c.want)
 			}
-			if strings.Contains(msg, strconv.Itoa(int(key[0]))+",") {
-				t.Fatal("key material in the error")
+			if strings.Contains(msg, strconv.Itoa(int(key[0]))+",") || strings.Contains(msg, "super-secret") {
+				t.Fatal("secret material in the error")
 			}
 		})
 	}

@@ -193,8 +193,12 @@ func selfTest(ctx context.Context, out io.Writer, cfg *Config) error {
 	} else {
 		check("containerd", err, "")
 	}
+	if cfg.Embedded() && !cfg.KeypairDefault {
+		key, err := chain.LoadKeypair(cfg.KeypairPath)
+		check("keypair", err, "node "+keyString(key))
+	}
 	if cfg.Embedded() {
-		fmt.Fprintln(out, "ℹ️  network localnet: the market, RPC, keypair and stake are the embedded ones, created by `start`")
+		fmt.Fprintln(out, "ℹ️  network localnet: the market, RPC and stake are the embedded ones, created by `start`")
 	} else {
 		key, err := chain.LoadKeypair(cfg.KeypairPath)
 		check("keypair", err, "node "+keyString(key))

@@ -119,6 +119,11 @@ func replay(out io.Writer, path, job string, asJSON bool) error {
 	if err != nil {
 		return err
 	}
+	if job != "" {
+		if _, err := j.Snapshot(job); errors.Is(err, journal.ErrNotFound) {
+			return usageErr("job %s is not in the journal %s", job, path)
+		}
+	}
 	problems, n, err := fsm.Verify(j)
 	if err != nil {
 		return err

@@ -162,7 +162,8 @@ func (w *worker) driver() *fsm.Driver {
 	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: w.cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
 		uploader: &ipfs.Uploader{APIURL: w.cfg.UploadURL}}
 	return &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
-		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second)}
+		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
+		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes}}
 }
 
 // maxDefinitionBytes bounds a fetched job definition.
@@ -190,7 +191,7 @@ func (w *worker) close() {
 func (w *worker) openJournal() error {
 	cfg := w.cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+		return usageErr("HYPERNODE_DATA_DIR %s cannot be created: %v", cfg.DataDir, err)
 	}
 	if cfg.QuarantineJournal {
 		if err := journal.Check(cfg.JournalPath()); errors.Is(err, journal.ErrCorrupt) {
@@ -245,7 +246,7 @@ func (w *worker) connect(ctx context.Context) error {
 // is created in the data directory.
 func (w *worker) loadKey() error {
 	path := w.cfg.KeypairPath
-	if w.cfg.Local() {
+	if w.cfg.Local() && w.cfg.KeypairDefault {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			key, err := solana.NewRandomPrivateKey()
 			if err != nil {
@@ -309,7 +310,7 @@ func (w *worker) connectRuntime(ctx context.Context) error {
 	for _, archive := range w.cfg.ImportImages {
 		names, err := rt.ImportArchive(ctx, archive)
 		if err != nil {
-			return fmt.Errorf("import image archive %s: %w", archive, err)
+			return err
 		}
 		w.log.Info().Strs("images", names).Str("archive", archive).Msg("image imported")
 	}
