@@ -83,12 +83,18 @@ func spawnWorker(t *testing.T, ctd string, extra ...string) *workerProc {
 }
 
 func spawnWorkerAt(t *testing.T, ctd, addr string, extra ...string) *workerProc {
+	return spawnWorkerIn(t, ctd, addr, t.TempDir(), extra...)
+}
+
+// spawnWorkerIn starts the worker on data directory data (a restart when a
+// worker ran there before).
+func spawnWorkerIn(t *testing.T, ctd, addr, data string, extra ...string) *workerProc {
 	t.Helper()
 	archive, err := runtimetest.ImageArchive(runtimetest.ImageRef, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &workerProc{data: t.TempDir(), rpc: "http://" + addr, out: &bytes.Buffer{}, log: &bytes.Buffer{}, done: make(chan error, 1)}
+	w := &workerProc{data: data, rpc: "http://" + addr, out: &bytes.Buffer{}, log: &bytes.Buffer{}, done: make(chan error, 1)}
 	args := append([]string{"start", "--network", "localnet", "--localnet-addr", addr, "--containerd-address", ctd,
 		"--import-image", archive, "--polling-interval", "300", "--log-format", "json", "--env-file", ""}, extra...)
 	w.cmd = exec.Command(workerBinary(t), args...)
