@@ -202,6 +202,10 @@ func (d *Driver) countImageFailure(job string) int {
 // JobDir is where a job's files live: DataDir/jobs/<job>.
 func (d *Driver) JobDir(job string) string { return filepath.Join(d.DataDir, "jobs", job) }
 
+// errAlreadyLanded: the chain shows the effect of a transaction whose
+// signature cannot be found.
+var errAlreadyLanded = errors.New("the transaction's effect is already on chain")
+
 // errAbandon is returned by a step that found the job gone from us on chain.
 type errAbandon struct{ reason string }
 
@@ -358,8 +362,11 @@ func signedTx(t *journal.TxIntent) (*chain.SignedTx, error) {
 // instruction, else signs a new one with sign, journals it, then sends it.
 // A journaled one whose blockhash expired is rebuilt.
 // step names the failpoints around it: <step>-before-intent,
-// <step>-after-intent and <step>-after-landed.
-func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snapshot, instruction, step string, sign func() (*chain.SignedTx, error)) (*chain.SignedTx, error) {
+// <step>-after-intent and <step>-after-landed. Before rebuilding an expired
+// transaction, landed (when not nil) is asked whether the chain already
+// shows its effect (a copy landed though its signature cannot be found: an
+// RPC without transaction history); if so, errAlreadyLanded is returned.
+func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snapshot, instruction, step string, landed func() bool, sign func() (*chain.SignedTx, error)) (*chain.SignedTx, error) {
 	var tx *chain.SignedTx
 	if snap.Tx != nil && snap.Tx.Instruction == instruction {
 		t, err := signedTx(snap.Tx)
@@ -387,6 +394,10 @@ func (d *Driver) submitIntent(ctx context.Context, job string, snap journal.Snap
 			failpoint.Hit(step + "-after-landed")
 		}
 		if errors.Is(err, chain.ErrBlockhashExpired) {
+			if landed != nil && landed() {
+				d.Log.Info().Str("job", job).Str("sig", tx.Signature.String()).Msg(instruction + " not found, but its effect is on chain")
+				return tx, errAlreadyLanded
+			}
 			d.Log.Info().Str("job", job).Str("sig", tx.Signature.String()).Msg(instruction + " expired without landing; rebuilding")
 			tx = nil
 			continue
@@ -412,8 +423,17 @@ func (d *Driver) claim(ctx context.Context, job solana.PublicKey, snap journal.S
 			return d.transition(key, Polled, EvLose, map[string]string{"reason": "job is " + acc.State.String()})
 		}
 	}
-	tx, err := d.submitIntent(ctx, key, snap, chain.IxWorkJob, "claim", func() (*chain.SignedTx, error) { return d.Chain.SignWorkJob(ctx, job) })
+	// ourClaim: the chain has the job running for this node (a claim of
+	// ours landed, maybe one whose signature the RPC no longer finds).
+	ourClaim := func() bool {
+		acc, err := d.Chain.Job(ctx, job)
+		return err == nil && acc.State == chain.JobRunning && acc.Node != nil && *acc.Node == d.Chain.Node()
+	}
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxWorkJob, "claim", ourClaim, func() (*chain.SignedTx, error) { return d.Chain.SignWorkJob(ctx, job) })
 	var txErr *chain.TxError
+	if errors.Is(err, errAlreadyLanded) || (errors.As(err, &txErr) && ourClaim()) {
+		return d.transition(key, Polled, EvAssigned, map[string]string{"reason": "the chain has the job running for this node"})
+	}
 	if errors.As(err, &txErr) && (txErr.Program == chain.ErrJobNotInQueue || txErr.Program == chain.ErrJobNotQueued) {
 		// Another node won the race: normal, not an error.
 		d.Log.Info().Str("job", key).Msg("claim lost to another node")

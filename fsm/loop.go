@@ -146,6 +146,9 @@ func (l *Loop) poll(ctx context.Context) bool {
 	// Jobs the chain assigned to us (create_job popped us from the node
 	// queue), including ones a crash left behind.
 	assigned, err := l.Market.AssignedJobs(ctx)
+	if ctx.Err() != nil {
+		return l.Active() > 0 // stopping: nothing to report
+	}
 	if err != nil {
 		log.Warn().Err(err).Msg("look up jobs assigned to this node")
 	}
@@ -161,6 +164,9 @@ func (l *Loop) poll(ctx context.Context) bool {
 		return true
 	}
 	m, err := l.Market.GetMarket(ctx)
+	if ctx.Err() != nil {
+		return l.Active() > 0
+	}
 	if err != nil {
 		log.Warn().Err(err).Msg("read market")
 		return l.Active() > 0
@@ -216,6 +222,7 @@ func (l *Loop) poll(ctx context.Context) bool {
 		case err == nil:
 			log.Info().Msg("node registered in the market queue")
 		case errors.As(err, &txErr) && (txErr.Program == chain.ErrNodeAlreadyQueued || txErr.Program == chain.ErrQueueHasJobs):
+		case ctx.Err() != nil:
 		default:
 			log.Warn().Err(err).Msg("register node (list_node)")
 		}

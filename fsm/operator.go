@@ -160,7 +160,7 @@ func (d *Driver) GiveBack(ctx context.Context, job solana.PublicKey) error {
 		}
 		return err
 	}
-	tx, err := d.submitIntent(ctx, key, snap, chain.IxQuitJob, "quit", func() (*chain.SignedTx, error) {
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxQuitJob, "quit", nil, func() (*chain.SignedTx, error) {
 		return d.Chain.SignQuitJob(ctx, job)
 	})
 	var txErr *chain.TxError
@@ -241,7 +241,7 @@ func (d *Driver) Reconcile(ctx context.Context, job solana.PublicKey) (*Reconcil
 		case st.Found:
 			r.PendingTx += "landed"
 		case st.BlockHeight > snap.Tx.LastValidBlockHeight:
-			r.PendingTx += fmt.Sprintf("never landed, blockhash expired (height %d > %d): will be rebuilt", st.BlockHeight, snap.Tx.LastValidBlockHeight)
+			r.PendingTx += fmt.Sprintf("not found and its blockhash expired (height %d > %d): rebuilt unless the job account shows it landed", st.BlockHeight, snap.Tx.LastValidBlockHeight)
 		default:
 			r.PendingTx += fmt.Sprintf("not landed yet, valid until height %d (now %d): will be re-sent byte for byte", snap.Tx.LastValidBlockHeight, st.BlockHeight)
 		}

@@ -533,20 +533,25 @@ func (d *Driver) finish(ctx context.Context, job solana.PublicKey, snap journal.
 	landed := func(acc *chain.Job) bool {
 		return acc != nil && acc.State == chain.JobCompleted && acc.Node != nil && *acc.Node == d.Chain.Node() && acc.IPFSResult == [32]byte(digest)
 	}
-	var acc *chain.Job
+	// A finish that landed before a crash is recognised from the account,
+	// even when the RPC no longer finds its signature.
+	acc, err := d.Chain.Job(ctx, job)
+	if err != nil && !errors.Is(err, chain.ErrAccountNotFound) {
+		return err
+	}
+	if landed(acc) {
+		return d.transition(key, Uploaded, event, nil)
+	}
 	if snap.Tx == nil || snap.Tx.Instruction != chain.IxFinishJob {
-		acc, err = d.Chain.Job(ctx, job)
-		if err != nil && !errors.Is(err, chain.ErrAccountNotFound) {
-			return err
-		}
-		if landed(acc) {
-			return d.transition(key, Uploaded, event, nil)
-		}
 		if _, err := d.ours(ctx, job); err != nil {
 			return err
 		}
 	}
-	tx, err := d.submitIntent(ctx, key, snap, chain.IxFinishJob, "finish", func() (*chain.SignedTx, error) {
+	landedNow := func() bool {
+		a, err := d.Chain.Job(ctx, job)
+		return err == nil && landed(a)
+	}
+	tx, err := d.submitIntent(ctx, key, snap, chain.IxFinishJob, "finish", landedNow, func() (*chain.SignedTx, error) {
 		if acc == nil {
 			a, err := d.ours(ctx, job)
 			if err != nil {
@@ -556,6 +561,9 @@ func (d *Driver) finish(ctx context.Context, job solana.PublicKey, snap journal.
 		}
 		return d.Chain.SignFinishJob(ctx, acc, job, digest)
 	})
+	if errors.Is(err, errAlreadyLanded) {
+		return d.transition(key, Uploaded, event, nil)
+	}
 	var txErr *chain.TxError
 	if errors.As(err, &txErr) {
 		// Refused: maybe it landed already (a re-sent copy), maybe the job

@@ -223,8 +223,8 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	if c.HealthInterval, err = ms("HEALTH_CHECK_INTERVAL", 1000); err != nil {
 		return nil, err
 	}
-	if c.Slots, err = strconv.Atoi(raw["PARALLEL_JOBS"]); err != nil || c.Slots < 1 || c.Slots > 64 {
-		return nil, usageErr("PARALLEL_JOBS %q is not a number from 1 to 64", raw["PARALLEL_JOBS"])
+	if c.Slots, err = strconv.Atoi(raw["PARALLEL_JOBS"]); err != nil || c.Slots < 1 || c.Slots > 256 {
+		return nil, usageErr("PARALLEL_JOBS %q is not a number from 1 to 256", raw["PARALLEL_JOBS"])
 	}
 	if ap, err := netip.ParseAddrPort(c.LocalnetAddr); err != nil || !ap.Addr().IsLoopback() {
 		return nil, usageErr("LOCALNET_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:8899)", c.LocalnetAddr)

@@ -29,7 +29,15 @@ import (
 	"github.com/hypernode-sol/worker/runtime/runtimetest"
 )
 
-func TestMain(m *testing.M) { runtimetest.Main(m) }
+func TestMain(m *testing.M) {
+	// The shim runs the test binary as a log writer too (runtimetest.Main).
+	runtime.RunLoggerIfInvoked()
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
 
 var (
 	buildOnce sync.Once

@@ -1,0 +1,211 @@
+package main
+
+// A private containerd that a test can SIGKILL and start again on the same
+// root, state and socket (runtimetest.StartContainerd gives no handle on its
+// process). Its config mirrors runtimetest's.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/hypernode-sol/worker/runtime/runtimetest"
+)
+
+// restartableContainerd is a containerd daemon run by the test.
+type restartableContainerd struct {
+	dir, sock, cfg string
+	log            *os.File
+	cmd            *exec.Cmd
+	exited         chan struct{}
+}
+
+// startRestartableContainerd starts a private containerd under a fresh
+// directory in /tmp (short enough for the socket path limit) and waits until
+// it answers. On cleanup it kills and deletes every task and container, stops
+// the daemon and removes the directory. It skips like runtimetest does.
+func startRestartableContainerd(tb testing.TB) *restartableContainerd {
+	tb.Helper()
+	runtimetest.Skip(tb)
+	dir, err := os.MkdirTemp("/tmp", "hnrctd-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &restartableContainerd{dir: dir, sock: filepath.Join(dir, "c.sock"), cfg: filepath.Join(dir, "config.toml")}
+	cfg := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[5]q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc", filepath.Join(dir, "opt"))
+	if err := os.WriteFile(c.cfg, []byte(cfg), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if c.log, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.cleanup(tb) })
+	if err := c.start(); err != nil {
+		tb.Fatalf("containerd: %v\n%s", err, c.logTail())
+	}
+	return c
+}
+
+// start runs the daemon and waits until it answers Version.
+func (c *restartableContainerd) start() error {
+	c.cmd = exec.Command("containerd", "--config", c.cfg)
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	// Its own process group: a signal meant for the test does not reach it,
+	// and the shims it starts are not its children once daemonized.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	c.exited = exited
+	go func(cmd *exec.Cmd) {
+		_ = cmd.Wait()
+		close(exited)
+	}(c.cmd)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		cl, err := client.New(c.sock, client.WithTimeout(time.Second))
+		if err == nil {
+			_, err = cl.Version(ctx)
+			cl.Close()
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("containerd exited at start")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("containerd at %s does not answer after 60s: %v", c.sock, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill9 SIGKILLs the daemon's process only (its shims, and the tasks they
+// hold, keep running) and waits until it is gone.
+func (c *restartableContainerd) kill9() {
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.exited
+}
+
+func (c *restartableContainerd) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+	return lastLines(string(b), 40)
+}
+
+func (c *restartableContainerd) cleanup(tb testing.TB) {
+	if c.cmd != nil {
+		select {
+		case <-c.exited:
+			// Killed and not restarted: start it once more to reap the shims.
+			if err := c.start(); err != nil {
+				tb.Logf("containerd restart for cleanup: %v", err)
+			}
+		default:
+		}
+		reapAll(tb, c.sock)
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(15 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	}
+	c.log.Close()
+	if tb.Failed() {
+		tb.Logf("containerd log (%s):\n%s", c.sock, c.logTail())
+	}
+	unmountBelow(c.dir)
+	if err := os.RemoveAll(c.dir); err != nil {
+		tb.Errorf("remove containerd dir: %v", err)
+	}
+}
+
+// reapAll SIGKILLs and deletes every task and container of every namespace.
+func reapAll(tb testing.TB, sock string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := client.New(sock, client.WithTimeout(5*time.Second))
+	if err != nil {
+		tb.Logf("reap %s: %v", sock, err)
+		return
+	}
+	defer cl.Close()
+	nss, err := cl.NamespaceService().List(ctx)
+	if err != nil {
+		tb.Logf("reap %s: %v", sock, err)
+		return
+	}
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		cs, err := cl.Containers(nctx)
+		if err != nil {
+			continue
+		}
+		for _, ctr := range cs {
+			if task, err := ctr.Task(nctx, nil); err == nil {
+				if exitC, err := task.Wait(nctx); err == nil {
+					if err := task.Kill(nctx, syscall.SIGKILL, client.WithKillAll); err == nil {
+						<-exitC
+					}
+				}
+				_, _ = task.Delete(nctx)
+			}
+			_ = ctr.Delete(nctx, client.WithSnapshotCleanup)
+		}
+	}
+}
+
+// unmountBelow lazily unmounts what is still mounted under dir, deepest first.
+func unmountBelow(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+}
