@@ -5,21 +5,16 @@ package main
 // process). Its config mirrors runtimetest's.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/hypernode-sol/worker/runtime/runtimetest"
 )
@@ -136,7 +131,7 @@ func (c *restartableContainerd) cleanup(tb testing.TB) {
 			}
 		default:
 		}
-		reapAll(tb, c.sock)
+		runtimetest.Reap(tb, c.sock)
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-c.exited:
@@ -149,63 +144,8 @@ func (c *restartableContainerd) cleanup(tb testing.TB) {
 	if tb.Failed() {
 		tb.Logf("containerd log (%s):\n%s", c.sock, c.logTail())
 	}
-	unmountBelow(c.dir)
+	runtimetest.UnmountUnder(c.dir)
 	if err := os.RemoveAll(c.dir); err != nil {
 		tb.Errorf("remove containerd dir: %v", err)
-	}
-}
-
-// reapAll SIGKILLs and deletes every task and container of every namespace.
-func reapAll(tb testing.TB, sock string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cl, err := client.New(sock, client.WithTimeout(5*time.Second))
-	if err != nil {
-		tb.Logf("reap %s: %v", sock, err)
-		return
-	}
-	defer cl.Close()
-	nss, err := cl.NamespaceService().List(ctx)
-	if err != nil {
-		tb.Logf("reap %s: %v", sock, err)
-		return
-	}
-	for _, ns := range nss {
-		nctx := namespaces.WithNamespace(ctx, ns)
-		cs, err := cl.Containers(nctx)
-		if err != nil {
-			continue
-		}
-		for _, ctr := range cs {
-			if task, err := ctr.Task(nctx, nil); err == nil {
-				if exitC, err := task.Wait(nctx); err == nil {
-					if err := task.Kill(nctx, syscall.SIGKILL, client.WithKillAll); err == nil {
-						<-exitC
-					}
-				}
-				_, _ = task.Delete(nctx)
-			}
-			_ = ctr.Delete(nctx, client.WithSnapshotCleanup)
-		}
-	}
-}
-
-// unmountBelow lazily unmounts what is still mounted under dir, deepest first.
-func unmountBelow(dir string) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var points []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			points = append(points, f[4])
-		}
-	}
-	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
-	for _, p := range points {
-		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 	}
 }

@@ -101,7 +101,7 @@ func StartContainerd(t testing.TB) (address string) {
 			return
 		}
 		stopped = true
-		reap(t, sock)
+		Reap(t, sock)
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -113,7 +113,7 @@ func StartContainerd(t testing.TB) (address string) {
 		if t.Failed() {
 			t.Logf("containerd log (%s):\n%s", sock, tail(filepath.Join(dir, "containerd.log"), 40))
 		}
-		unmountUnder(dir)
+		UnmountUnder(dir)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove containerd dir: %v", err)
 		}
@@ -180,9 +180,9 @@ func waitAnswers(sock string, exited <-chan error) error {
 	}
 }
 
-// reap SIGKILLs and deletes every task and container of every namespace, so that no
-// shim outlives the daemon.
-func reap(t testing.TB, sock string) {
+// Reap SIGKILLs and deletes every task and container of every namespace of the
+// containerd at sock, so that no shim outlives the daemon.
+func Reap(t testing.TB, sock string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := client.New(sock, client.WithTimeout(5*time.Second))
@@ -221,9 +221,9 @@ func reap(t testing.TB, sock string) {
 	}
 }
 
-// unmountUnder lazily unmounts whatever is still mounted below dir (a snapshot of a
+// UnmountUnder lazily unmounts whatever is still mounted below dir (a snapshot of a
 // task that could not be deleted), deepest first, so RemoveAll can proceed.
-func unmountUnder(dir string) {
+func UnmountUnder(dir string) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return
