@@ -53,12 +53,14 @@ type Store interface {
 // package does not depend on containerd.
 type ContainerSpec struct {
 	ID          string
+	Job         string // the job account, base58
+	Attempt     int
+	Node        string // this node's key, stored as the LabelNode label
 	Image       string
 	Workspace   string   // host directory mounted at /workspace
 	Env         []string // KEY=VALUE, may hold secrets
 	MemoryBytes int64
 	PidsLimit   int64
-	Labels      map[string]string
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -426,8 +428,8 @@ func (d *Driver) claim(ctx context.Context, job solana.PublicKey, snap journal.S
 	// ourClaim: the chain has the job running for this node (a claim of
 	// ours landed, maybe one whose signature the RPC no longer finds).
 	ourClaim := func() bool {
-		acc, err := d.Chain.Job(ctx, job)
-		return err == nil && acc.State == chain.JobRunning && acc.Node != nil && *acc.Node == d.Chain.Node()
+		_, err := d.ours(ctx, job)
+		return err == nil
 	}
 	tx, err := d.submitIntent(ctx, key, snap, chain.IxWorkJob, "claim", ourClaim, func() (*chain.SignedTx, error) { return d.Chain.SignWorkJob(ctx, job) })
 	var txErr *chain.TxError

@@ -304,7 +304,7 @@ func (r *fakeRuntime) Inspect(_ context.Context, id string) (ContainerState, err
 	if !ok || r.removed[id] {
 		return ContainerState{}, nil
 	}
-	return ContainerState{Exists: true, Op: -1, Labels: spec.Labels}, nil
+	return ContainerState{Exists: true, Op: -1, Labels: map[string]string{LabelNode: spec.Node}}, nil
 }
 
 func (r *fakeRuntime) List(context.Context) ([]string, error) {

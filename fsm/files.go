@@ -2,15 +2,12 @@ package fsm
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/hypernode-sol/worker/jobdef"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // writeFileAtomic writes data to path via a synced temporary file and rename.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
@@ -37,15 +34,18 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// scrubFile copies src to dst through a jobdef.ScrubWriter (which catches
-// a secret split across reads), in bounded memory, and returns the bytes read.
-func scrubFile(src, dst string, secrets []jobdef.Secret) (int64, error) {
-	in, err := os.Open(src)
+// scrubInPlace replaces the file at path by its copy through a
+// jobdef.ScrubWriter (which catches a secret split across reads), in bounded
+// memory, so that no secret stays on disk; scrubbing twice changes nothing.
+// It returns the bytes read.
+func scrubInPlace(path string, secrets []jobdef.Secret) (int64, error) {
+	in, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	tmp := path + ".scrubbed"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return 0, err
 	}
@@ -60,6 +60,9 @@ func scrubFile(src, dst string, secrets []jobdef.Secret) (int64, error) {
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
 	return n, err
 }

@@ -141,8 +141,8 @@ func TestReaper(t *testing.T) {
 	doneID := ContainerID(done.String(), 1)
 	r.rt.mu.Lock()
 	delete(r.rt.removed, doneID)
-	r.rt.created["hn-stray-1"] = ContainerSpec{ID: "hn-stray-1", Labels: map[string]string{LabelNode: node}}
-	r.rt.created["hn-theirs-1"] = ContainerSpec{ID: "hn-theirs-1", Labels: map[string]string{LabelNode: "someone-else"}}
+	r.rt.created["hn-stray-1"] = ContainerSpec{ID: "hn-stray-1", Node: node}
+	r.rt.created["hn-theirs-1"] = ContainerSpec{ID: "hn-theirs-1", Node: "someone-else"}
 	r.rt.mu.Unlock()
 	stray := r.driver.JobDir("StrayJob")
 	if err := os.MkdirAll(filepath.Join(stray, "workspace"), 0o755); err != nil {

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -124,7 +125,7 @@ func (d *Driver) uploadResult(ctx context.Context, job string, from State, event
 	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return err
 	}
-	cid, _, err := d.Store.ComputeCID(bytesReader(b))
+	cid, _, err := d.Store.ComputeCID(bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -204,7 +205,7 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
 		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
-		Labels: map[string]string{"hypernode.job": key, "hypernode.attempt": strconv.Itoa(ci.Attempt), LabelNode: d.Chain.Node().String()}}
+		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)
 	}
@@ -447,25 +448,18 @@ func (e *outputLimitError) Error() string { return "outputs rejected: " + e.what
 // uploadLog scrubs secrets from an operation's log, uploads the scrubbed copy
 // and returns its CID and tail. An empty or absent log gives "".
 func (d *Driver) uploadLog(ctx context.Context, path string, secrets []jobdef.Secret) (string, string, error) {
-	// The scrubbed copy replaces the raw log, so no secret stays on disk;
-	// scrubbing again after a crash changes nothing.
-	scrubbed := path + ".scrubbed"
-	n, err := scrubFile(path, scrubbed, secrets)
+	n, err := scrubInPlace(path, secrets)
 	if errors.Is(err, os.ErrNotExist) || (err == nil && n == 0) {
 		return "", "", nil
 	}
 	if err != nil {
 		return "", "", fmt.Errorf("scrub log %s: %w", path, err)
 	}
-	if err := os.Rename(scrubbed, path); err != nil {
-		return "", "", fmt.Errorf("scrub log %s: %w", path, err)
-	}
-	scrubbed = path
-	cid, _, err := d.Store.AddFile(ctx, scrubbed)
+	cid, _, err := d.Store.AddFile(ctx, path)
 	if err != nil {
 		return "", "", fmt.Errorf("upload log: %w", err)
 	}
-	tail, err := readTail(scrubbed, jobdef.MaxLogTail+8)
+	tail, err := readTail(path, jobdef.MaxLogTail+8)
 	if err != nil {
 		return "", "", err
 	}

@@ -150,6 +150,27 @@ func (x *markets) acct(i int, name string, mut, signer bool) (accountMeta, *inst
 	return m, nil
 }
 
+// acctSpec is an account an instruction expects: its name (for Anchor's
+// error) and whether it must be writable and a signer.
+type acctSpec struct {
+	name        string
+	mut, signer bool
+}
+
+// accts checks the accounts from position first on against specs, in
+// order, as acct does one by one.
+func (x *markets) accts(first int, specs ...acctSpec) ([]accountMeta, *instrError) {
+	out := make([]accountMeta, len(specs))
+	for i, sp := range specs {
+		m, ierr := x.acct(first+i, sp.name, sp.mut, sp.signer)
+		if ierr != nil {
+			return nil, ierr
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
 func (x *markets) systemProgramAcct(i int) *instrError {
 	m, ierr := x.acct(i, "system_program", false, false)
 	if ierr != nil {

@@ -12,18 +12,11 @@ import (
 
 // createMarket: market (w,s,new), authority (w,s), vault (w), system_program.
 func (x *markets) createMarket(ix *chain.Instruction) *instrError {
-	market, ierr := x.acct(0, "market", true, true)
+	a, ierr := x.accts(0, acctSpec{"market", true, true}, acctSpec{"authority", true, true}, acctSpec{"vault", true, false})
 	if ierr != nil {
 		return ierr
 	}
-	authority, ierr := x.acct(1, "authority", true, true)
-	if ierr != nil {
-		return ierr
-	}
-	vault, ierr := x.acct(2, "vault", true, false)
-	if ierr != nil {
-		return ierr
-	}
+	market, authority, vault := a[0], a[1], a[2]
 	if ierr := x.systemProgramAcct(3); ierr != nil {
 		return ierr
 	}
@@ -54,22 +47,11 @@ func (x *markets) createMarket(ix *chain.Instruction) *instrError {
 // (w), system_program. Escrows the market's job price; assigns the head
 // queued node at once, else queues the job.
 func (x *markets) createJob(ix *chain.Instruction) *instrError {
-	job, ierr := x.acct(0, "job", true, false)
+	a, ierr := x.accts(0, acctSpec{"job", true, false}, acctSpec{"market", true, false}, acctSpec{"client", true, true}, acctSpec{"vault", true, false})
 	if ierr != nil {
 		return ierr
 	}
-	market, ierr := x.acct(1, "market", true, false)
-	if ierr != nil {
-		return ierr
-	}
-	client, ierr := x.acct(2, "client", true, true)
-	if ierr != nil {
-		return ierr
-	}
-	vault, ierr := x.acct(3, "vault", true, false)
-	if ierr != nil {
-		return ierr
-	}
+	job, market, client, vault := a[0], a[1], a[2], a[3]
 	if ierr := x.systemProgramAcct(4); ierr != nil {
 		return ierr
 	}
@@ -126,18 +108,11 @@ func (x *markets) createJob(ix *chain.Instruction) *instrError {
 
 // listNode: market (w), node (s), stake (PDA), system_program.
 func (x *markets) listNode() *instrError {
-	market, ierr := x.acct(0, "market", true, false)
+	a, ierr := x.accts(0, acctSpec{"market", true, false}, acctSpec{"node", false, true}, acctSpec{"stake", false, false})
 	if ierr != nil {
 		return ierr
 	}
-	node, ierr := x.acct(1, "node", false, true)
-	if ierr != nil {
-		return ierr
-	}
-	stake, ierr := x.acct(2, "stake", false, false)
-	if ierr != nil {
-		return ierr
-	}
+	market, node, stake := a[0], a[1], a[2]
 	if ierr := x.systemProgramAcct(3); ierr != nil {
 		return ierr
 	}
@@ -165,22 +140,11 @@ func (x *markets) listNode() *instrError {
 // workJob: job (w), market (w), node (s), stake (PDA), system_program.
 // Claims a queued job from any queue position.
 func (x *markets) workJob() *instrError {
-	job, ierr := x.acct(0, "job", true, false)
+	a, ierr := x.accts(0, acctSpec{"job", true, false}, acctSpec{"market", true, false}, acctSpec{"node", false, true}, acctSpec{"stake", false, false})
 	if ierr != nil {
 		return ierr
 	}
-	market, ierr := x.acct(1, "market", true, false)
-	if ierr != nil {
-		return ierr
-	}
-	node, ierr := x.acct(2, "node", false, true)
-	if ierr != nil {
-		return ierr
-	}
-	stake, ierr := x.acct(3, "stake", false, false)
-	if ierr != nil {
-		return ierr
-	}
+	job, market, node, stake := a[0], a[1], a[2], a[3]
 	if ierr := x.systemProgramAcct(4); ierr != nil {
 		return ierr
 	}
@@ -219,22 +183,11 @@ func (x *markets) workJob() *instrError {
 // finishJob: job (w), market, node (w,s), vault (w), system_program. Pays
 // 99% of the price to the node; 1% stays in the vault.
 func (x *markets) finishJob(ix *chain.Instruction) *instrError {
-	job, ierr := x.acct(0, "job", true, false)
+	a, ierr := x.accts(0, acctSpec{"job", true, false}, acctSpec{"market", false, false}, acctSpec{"node", true, true}, acctSpec{"vault", true, false})
 	if ierr != nil {
 		return ierr
 	}
-	market, ierr := x.acct(1, "market", false, false)
-	if ierr != nil {
-		return ierr
-	}
-	node, ierr := x.acct(2, "node", true, true)
-	if ierr != nil {
-		return ierr
-	}
-	vault, ierr := x.acct(3, "vault", true, false)
-	if ierr != nil {
-		return ierr
-	}
+	job, market, node, vault := a[0], a[1], a[2], a[3]
 	if ierr := x.systemProgramAcct(4); ierr != nil {
 		return ierr
 	}
@@ -277,22 +230,11 @@ func nodeShare(price uint64) uint64 { return price - price/100 }
 // timeoutJob: job (w), market, client (w), vault (w), caller (s). Anyone may
 // call it once now > time_start + timeout of a Running job; refunds the client.
 func (x *markets) timeoutJob() *instrError {
-	job, ierr := x.acct(0, "job", true, false)
+	a, ierr := x.accts(0, acctSpec{"job", true, false}, acctSpec{"market", false, false}, acctSpec{"client", true, false}, acctSpec{"vault", true, false})
 	if ierr != nil {
 		return ierr
 	}
-	market, ierr := x.acct(1, "market", false, false)
-	if ierr != nil {
-		return ierr
-	}
-	client, ierr := x.acct(2, "client", true, false)
-	if ierr != nil {
-		return ierr
-	}
-	vault, ierr := x.acct(3, "vault", true, false)
-	if ierr != nil {
-		return ierr
-	}
+	job, market, client, vault := a[0], a[1], a[2], a[3]
 	if _, ierr := x.acct(4, "caller", false, true); ierr != nil {
 		return ierr
 	}
@@ -330,22 +272,11 @@ func (x *markets) timeoutJob() *instrError {
 // cancelJob: job (w), market (w), client (s,w), vault (w). The client
 // withdraws a Queued job and is refunded.
 func (x *markets) cancelJob() *instrError {
-	job, ierr := x.acct(0, "job", true, false)
+	a, ierr := x.accts(0, acctSpec{"job", true, false}, acctSpec{"market", true, false}, acctSpec{"client", true, true}, acctSpec{"vault", true, false})
 	if ierr != nil {
 		return ierr
 	}
-	market, ierr := x.acct(1, "market", true, false)
-	if ierr != nil {
-		return ierr
-	}
-	client, ierr := x.acct(2, "client", true, true)
-	if ierr != nil {
-		return ierr
-	}
-	vault, ierr := x.acct(3, "vault", true, false)
-	if ierr != nil {
-		return ierr
-	}
+	job, market, client, vault := a[0], a[1], a[2], a[3]
 	j, ierr := x.loadJob(job)
 	if ierr != nil {
 		return ierr
@@ -388,18 +319,11 @@ func (x *markets) cancelJob() *instrError {
 // the first of them (as create_job does); a quitting node that was itself
 // the only queued node is taken out of the queue.
 func (x *markets) quitJob() *instrError {
-	job, ierr := x.acct(0, "job", true, false)
+	a, ierr := x.accts(0, acctSpec{"job", true, false}, acctSpec{"market", true, false}, acctSpec{"node", false, true})
 	if ierr != nil {
 		return ierr
 	}
-	market, ierr := x.acct(1, "market", true, false)
-	if ierr != nil {
-		return ierr
-	}
-	node, ierr := x.acct(2, "node", false, true)
-	if ierr != nil {
-		return ierr
-	}
+	job, market, node := a[0], a[1], a[2]
 	j, ierr := x.loadJob(job)
 	if ierr != nil {
 		return ierr
@@ -454,14 +378,11 @@ func (x *markets) quitJob() *instrError {
 
 // unlistNode: market (w), node (s). Removes the node from the node queue.
 func (x *markets) unlistNode() *instrError {
-	market, ierr := x.acct(0, "market", true, false)
+	a, ierr := x.accts(0, acctSpec{"market", true, false}, acctSpec{"node", false, true})
 	if ierr != nil {
 		return ierr
 	}
-	node, ierr := x.acct(1, "node", false, true)
-	if ierr != nil {
-		return ierr
-	}
+	market, node := a[0], a[1]
 	mk, ierr := x.loadMarket(market)
 	if ierr != nil {
 		return ierr

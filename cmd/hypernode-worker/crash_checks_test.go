@@ -213,7 +213,7 @@ func fetchResult(ctx context.Context, gateway string, acc *chain.Job) (*jobdef.R
 
 // verifyReplay runs `replay --data-dir data`; a non-zero exit is a violation.
 func verifyReplay(tb testing.TB, data string) []string {
-	cmd := exec.Command(crashBinary(tb), "replay", "--data-dir", data)
+	cmd := exec.Command(workerBinary(tb), "replay", "--data-dir", data)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -39,23 +39,7 @@ func startRestartableContainerd(tb testing.TB) *restartableContainerd {
 		tb.Fatal(err)
 	}
 	c := &restartableContainerd{dir: dir, sock: filepath.Join(dir, "c.sock"), cfg: filepath.Join(dir, "config.toml")}
-	cfg := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
-[debug]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[5]q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc", filepath.Join(dir, "opt"))
+	cfg := runtimetest.ConfigTOML(dir, c.sock)
 	if err := os.WriteFile(c.cfg, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}

@@ -24,23 +24,23 @@ import (
 	"github.com/hypernode-sol/worker/failpoint"
 )
 
-var crashBuild struct {
+var workerBuild struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// crashBinary builds the real binary once per test process (unlike
-// workerBinary it also serves benchmarks) and caches it under os.TempDir(),
+// workerBinary builds the real binary once per test process (tests and
+// benchmarks alike) and caches it under os.TempDir(),
 // keyed by the test binary's hash: a test binary built from the same sources
 // reuses it instead of leaving a copy per run.
-func crashBinary(tb testing.TB) string {
+func workerBinary(tb testing.TB) string {
 	tb.Helper()
-	crashBuild.once.Do(func() { crashBuild.path, crashBuild.err = buildCached() })
-	if crashBuild.err != nil {
-		tb.Fatal(crashBuild.err)
+	workerBuild.once.Do(func() { workerBuild.path, workerBuild.err = buildCached() })
+	if workerBuild.err != nil {
+		tb.Fatal(workerBuild.err)
 	}
-	return crashBuild.path
+	return workerBuild.path
 }
 
 func buildCached() (string, error) {
@@ -126,7 +126,7 @@ type child struct {
 func startChild(tb testing.TB, name string, env []string, args ...string) *child {
 	tb.Helper()
 	c := &child{name: name, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(crashBinary(tb), args...)
+	c.cmd = exec.Command(workerBinary(tb), args...)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
 	c.started = time.Now()
@@ -227,7 +227,7 @@ func lastLines(s string, n int) string {
 // non-zero exit fails the test.
 func runCLI(tb testing.TB, env []string, args ...string) string {
 	tb.Helper()
-	out, err := cliOutput(crashBinary(tb), env, args...)
+	out, err := cliOutput(workerBinary(tb), env, args...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func (n *crashNet) restart(tb testing.TB) {
 // post stores the definition file and posts it with `localnet post`.
 func (n *crashNet) post(tb testing.TB, def string) solana.PublicKey {
 	tb.Helper()
-	k, err := n.postErr(crashBinary(tb), def)
+	k, err := n.postErr(workerBinary(tb), def)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func newCrashSetup(t *testing.T, ctd string) crashSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crashBinary(t)
+	workerBinary(t)
 	return crashSetup{ctd: ctd, archive: archive, rt: newRuntimeAt(t, ctd)}
 }
 
@@ -385,6 +385,21 @@ func waitOpRunning(t *testing.T, rt *runtime.Runtime, w *child, data string, job
 	}
 }
 
+// runningJob starts a private containerd, a standalone localnet and the
+// worker, posts a job whose first operation prints "sleeping" and sleeps
+// 3 s, and returns once that operation runs.
+func runningJob(t *testing.T) (crashSetup, *crashNet, solana.PublicKey, workerRun, *child) {
+	t.Helper()
+	s := newCrashSetup(t, runtimetest.StartContainerd(t))
+	dir := t.TempDir()
+	n := startCrashNet(t, dir)
+	job := n.post(t, writeJobDef(t, dir, "job", "echo sleeping; sleep 3"))
+	run := workerRun{net: n, data: filepath.Join(dir, "data"), ctd: s.ctd, archive: s.archive}
+	w := run.start(t)
+	waitOpRunning(t, s.rt, w, run.data, job, 0, "sleeping")
+	return s, n, job, run, w
+}
+
 // TestCrashGracefulStop stops the worker with SIGINT while an operation
 // runs, as an operator upgrading it would: the worker exits 0 at once,
 // leaving the operation running, and once restarted re-attaches to it; the
@@ -393,13 +408,7 @@ func TestCrashGracefulStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash matrix: needs containerd and the real binary (skipped with -short)")
 	}
-	s := newCrashSetup(t, runtimetest.StartContainerd(t))
-	dir := t.TempDir()
-	n := startCrashNet(t, dir)
-	job := n.post(t, writeJobDef(t, dir, "job", "echo sleeping; sleep 3"))
-	run := workerRun{net: n, data: filepath.Join(dir, "data"), ctd: s.ctd, archive: s.archive}
-	w1 := run.start(t)
-	waitOpRunning(t, s.rt, w1, run.data, job, 0, "sleeping")
+	s, n, job, run, w1 := runningJob(t)
 	var v []string
 	stopped := time.Now()
 	if err := w1.interrupt(10 * time.Second); err != nil {
@@ -641,13 +650,7 @@ func TestCrashLocalnetRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash matrix: needs containerd and the real binary (skipped with -short)")
 	}
-	s := newCrashSetup(t, runtimetest.StartContainerd(t))
-	dir := t.TempDir()
-	n := startCrashNet(t, dir)
-	job := n.post(t, writeJobDef(t, dir, "job", "echo sleeping; sleep 3"))
-	run := workerRun{net: n, data: filepath.Join(dir, "data"), ctd: s.ctd, archive: s.archive}
-	w := run.start(t)
-	waitOpRunning(t, s.rt, w, run.data, job, 0, "sleeping")
+	s, n, job, run, w := runningJob(t)
 	n.restart(t)
 	// Then once the result is uploaded, before finish_job lands (or just after).
 	deadline := time.Now().Add(60 * time.Second)

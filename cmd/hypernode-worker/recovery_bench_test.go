@@ -72,7 +72,7 @@ func BenchmarkRecovery100(b *testing.B) {
 		}
 		jobsN = n
 	}
-	if _, err := cliOutput(crashBinary(b), []string{"HYPERNODE_DATA_DIR=" + b.TempDir()}, "config", "--env-file", "", "--parallel-jobs", strconv.Itoa(jobsN)); err != nil {
+	if _, err := cliOutput(workerBinary(b), []string{"HYPERNODE_DATA_DIR=" + b.TempDir()}, "config", "--env-file", "", "--parallel-jobs", strconv.Itoa(jobsN)); err != nil {
 		b.Fatalf("the worker refuses %d parallel jobs (PARALLEL_JOBS' upper bound is in cmd/hypernode-worker/config.go): %v", jobsN, err)
 	}
 	ctd := runtimetest.StartContainerd(b)
@@ -99,7 +99,7 @@ func BenchmarkRecovery100(b *testing.B) {
 	}
 	jobs := make([]solana.PublicKey, jobsN)
 	errs := make([]error, jobsN)
-	bin := crashBinary(b)
+	bin := workerBinary(b)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i := range jobs {

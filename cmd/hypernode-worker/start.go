@@ -365,9 +365,9 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 }
 
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
-	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Labels["hypernode.job"], Attempt: attemptOf(s),
+	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
 		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
-		Labels: map[string]string{fsm.LabelNode: s.Labels[fsm.LabelNode]}})
+		Labels: map[string]string{fsm.LabelNode: s.Node}})
 }
 
 func (a runtimeAdapter) Inspect(ctx context.Context, id string) (fsm.ContainerState, error) {
@@ -383,12 +383,6 @@ func (a runtimeAdapter) Inspect(ctx context.Context, id string) (fsm.ContainerSt
 }
 
 func (a runtimeAdapter) List(ctx context.Context) ([]string, error) { return a.rt.List(ctx) }
-
-func attemptOf(s fsm.ContainerSpec) int {
-	var n int
-	fmt.Sscanf(s.Labels["hypernode.attempt"], "%d", &n)
-	return n
-}
 
 func (a runtimeAdapter) RunOp(ctx context.Context, id string, n int, op fsm.Op, logPath string) (fsm.Exit, error) {
 	e, err := a.rt.RunOp(ctx, id, n, runtime.Op{Argv: op.Argv, Workdir: op.Workdir}, logPath)

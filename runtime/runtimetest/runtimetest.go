@@ -77,7 +77,7 @@ func StartContainerd(t testing.TB) (address string) {
 	}
 	sock := filepath.Join(dir, "c.sock")
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(configTOML(dir, sock)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(ConfigTOML(dir, sock)), 0o600); err != nil {
 		t.Fatalf("containerd config: %v", err)
 	}
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
@@ -127,9 +127,9 @@ func StartContainerd(t testing.TB) (address string) {
 	return sock
 }
 
-// configTOML is a minimal containerd 1.6+ config (version 2): cri off (slow to start,
+// ConfigTOML is a minimal containerd 1.6+ config (version 2): cri off (slow to start,
 // unused), the opt plugin kept out of /opt, no debug socket.
-func configTOML(dir, sock string) string {
+func ConfigTOML(dir, sock string) string {
 	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q

@@ -47,7 +47,7 @@ func TestBuildScriptDeterministic(t *testing.T) {
 }
 
 func TestConfigTOMLKeepsEverythingUnderDir(t *testing.T) {
-	cfg := configTOML("/tmp/hnctd-x", "/tmp/hnctd-x/c.sock")
+	cfg := ConfigTOML("/tmp/hnctd-x", "/tmp/hnctd-x/c.sock")
 	for _, want := range []string{`root = "/tmp/hnctd-x/root"`, `state = "/tmp/hnctd-x/state"`,
 		`address = "/tmp/hnctd-x/c.sock"`, `path = "/tmp/hnctd-x/opt"`, `"io.containerd.grpc.v1.cri"`} {
 		if !bytes.Contains([]byte(cfg), []byte(want)) {
