@@ -342,12 +342,18 @@ func (b *bank) processLocked(w *wireTx, commit, skipPreflight, checkBlockhash bo
 	case payer.Lamports < fee:
 		res.err = newTxError(txErrInsufficientFundsForFee)
 		return res, nil
+	case !rentTransitionAllowed(payer.Lamports, len(payer.Data), payer.Lamports-fee, len(payer.Data)):
+		res.err = insufficientFundsForRent(0)
+		return res, nil
 	}
 	res.checked = true
 
 	ws := newWorkingSet(b.accounts)
 	ws.get(w.feePayer()).Lamports -= fee
 	res.err = b.execute(w, ws, res)
+	if res.err == nil {
+		res.err = b.checkRent(w, ws, fee)
+	}
 	if !commit {
 		res.accounts = ws.touched
 		return res, nil
@@ -426,6 +432,44 @@ func (b *bank) execute(w *wireTx, ws *workingSet, res *txResult) *txError {
 		}
 	}
 	return nil
+}
+
+// checkRent is the runtime's rule after a successful execution: no
+// writable account may end rent-paying (holding lamports below its
+// rent-exempt minimum) unless it already was, with the same data size and
+// no more lamports. The fee payer's state before is after the fee.
+func (b *bank) checkRent(w *wireTx, ws *workingSet, fee uint64) *txError {
+	for i, k := range w.keys {
+		if !w.writable[i] {
+			continue
+		}
+		var preL, postL uint64
+		var preN, postN int
+		if a := b.accounts[k]; a != nil {
+			preL, preN = a.Lamports, len(a.Data)
+		}
+		if k == w.feePayer() {
+			preL -= fee
+		}
+		if a := ws.peek(k); a != nil {
+			postL, postN = a.Lamports, len(a.Data)
+		}
+		if !rentTransitionAllowed(preL, preN, postL, postN) {
+			return insufficientFundsForRent(i)
+		}
+	}
+	return nil
+}
+
+// rentTransitionAllowed is Solana's RentState transition rule: an account
+// may end empty or rent-exempt; it may end rent-paying only if it was
+// rent-paying before with the same size and did not gain lamports.
+func rentTransitionAllowed(preLamports uint64, preSize int, postLamports uint64, postSize int) bool {
+	rentPaying := func(l uint64, n int) bool { return l > 0 && l < rentExemptMinimum(uint64(n)) }
+	if !rentPaying(postLamports, postSize) {
+		return true
+	}
+	return rentPaying(preLamports, preSize) && preSize == postSize && postLamports <= preLamports
 }
 
 // genesisAccounts writes accounts outside any transaction (first start,

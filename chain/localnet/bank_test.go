@@ -43,6 +43,7 @@ func TestTransactionRejections(t *testing.T) {
 	cl := newRPC(t, s)
 	alice, bob := newKey(t), newKey(t)
 	fund(t, cl, alice.PublicKey(), solana.LAMPORTS_PER_SOL)
+	fund(t, cl, bob.PublicKey(), rentExemptMinimum(0)) // small transfers to bob keep it rent-exempt
 	transfer := func(n uint64) solana.Instruction {
 		return system.NewTransferInstruction(n, alice.PublicKey(), bob.PublicKey()).Build()
 	}
@@ -108,7 +109,7 @@ func TestTransactionRejections(t *testing.T) {
 		if after := balance(t, cl, alice.PublicKey()); after != before-5000 {
 			t.Fatalf("balance %d -> %d, want fee 5000 only", before, after)
 		}
-		if got := balance(t, cl, bob.PublicKey()); got != 2 {
+		if got := balance(t, cl, bob.PublicKey()); got != rentExemptMinimum(0)+2 {
 			t.Fatalf("bob got %d, want 2 (from the replay subtest only)", got)
 		}
 	})

@@ -77,7 +77,7 @@ func newHistoryEnv(t *testing.T, cfg Config) *historyEnv {
 	transfer := func(n uint64) solana.Instruction {
 		return system.NewTransferInstruction(n, e.alice.PublicKey(), e.bob.PublicKey()).Build()
 	}
-	e.t1 = mustSend(t, e.cl, []solana.PrivateKey{e.alice}, transfer(1000))
+	e.t1 = mustSend(t, e.cl, []solana.PrivateKey{e.alice}, transfer(rentExemptMinimum(0))) // bob may not be left rent-paying
 	e.t2 = mustSend(t, e.cl, []solana.PrivateKey{e.alice}, transfer(2000))
 	e.failed = sendSkip(t, e.cl, []solana.PrivateKey{e.alice}, transfer(2*solana.LAMPORTS_PER_SOL))
 	st, err := e.cl.GetSignatureStatuses(testCtx(t), true, e.failed)
@@ -416,7 +416,7 @@ func TestHistorySurvivesRestart(t *testing.T) {
 	cl := rpc.New(s1.URL())
 	alice, bob := newKey(t), newKey(t)
 	fund(t, cl, alice.PublicKey(), solana.LAMPORTS_PER_SOL)
-	mustSend(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(1, alice.PublicKey(), bob.PublicKey()).Build())
+	mustSend(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(rentExemptMinimum(0), alice.PublicKey(), bob.PublicKey()).Build())
 	sendSkip(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(5*solana.LAMPORTS_PER_SOL, alice.PublicKey(), bob.PublicKey()).Build())
 	before := sigsFor(t, cl, alice.PublicKey(), nil)
 	market := sigsFor(t, cl, s1.Market(), nil)
@@ -462,7 +462,7 @@ func TestHistoryIndexBuiltForOldLedger(t *testing.T) {
 	alice, bob := newKey(t), newKey(t)
 	fund(t, cl, alice.PublicKey(), solana.LAMPORTS_PER_SOL)
 	for n := range uint64(3) {
-		mustSend(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(n+1, alice.PublicKey(), bob.PublicKey()).Build())
+		mustSend(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(rentExemptMinimum(0)+n, alice.PublicKey(), bob.PublicKey()).Build())
 	}
 	want := sigsFor(t, cl, alice.PublicKey(), nil)
 	cl.Close()

@@ -94,7 +94,7 @@ func TestConfirmationProgress(t *testing.T) {
 	cl := newRPC(t, s)
 	alice := newKey(t)
 	fund(t, cl, alice.PublicKey(), solana.LAMPORTS_PER_SOL)
-	sig := mustSend(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(1, alice.PublicKey(), newKey(t).PublicKey()).Build())
+	sig := mustSend(t, cl, []solana.PrivateKey{alice}, system.NewTransferInstruction(rentExemptMinimum(0), alice.PublicKey(), newKey(t).PublicKey()).Build())
 	ctx := testCtx(t)
 	seen := map[rpc.ConfirmationStatusType]bool{}
 	tick := time.NewTicker(time.Millisecond)

@@ -16,6 +16,7 @@ const (
 	txErrProgramAccountNotFound     = "ProgramAccountNotFound"
 	txErrInvalidProgramForExecution = "InvalidProgramForExecution"
 	txErrInstructionError           = "InstructionError"
+	txErrInsufficientFundsForRent   = "InsufficientFundsForRent"
 )
 
 var txErrMessages = map[string]string{
@@ -97,12 +98,18 @@ func (e *instrError) MarshalJSON() ([]byte, error) {
 	return json.Marshal(e.Kind)
 }
 
-// txError is a Solana TransactionError: a named variant, or
-// InstructionError(index, instrError).
+// txError is a Solana TransactionError: a named variant,
+// InstructionError(index, instrError) or InsufficientFundsForRent{account_index}.
 type txError struct {
 	Kind  string
-	Index int         // Kind == txErrInstructionError
+	Index int         // instruction (InstructionError) or account (InsufficientFundsForRent) index
 	Instr *instrError // Kind == txErrInstructionError
+}
+
+// insufficientFundsForRent: the transaction would leave account index
+// (in the message's keys) rent-paying.
+func insufficientFundsForRent(index int) *txError {
+	return &txError{Kind: txErrInsufficientFundsForRent, Index: index}
 }
 
 func newTxError(kind string) *txError { return &txError{Kind: kind} }
@@ -116,16 +123,23 @@ func (e *txError) Error() string {
 	if e.Kind == txErrInstructionError && e.Instr != nil {
 		return fmt.Sprintf("Error processing Instruction %d: %s", e.Index, e.Instr.Error())
 	}
+	if e.Kind == txErrInsufficientFundsForRent {
+		return fmt.Sprintf("Transaction results in an account (%d) with insufficient funds for rent", e.Index)
+	}
 	if m, ok := txErrMessages[e.Kind]; ok {
 		return m
 	}
 	return e.Kind
 }
 
-// MarshalJSON gives {"InstructionError":[i,…]} or "Kind".
+// MarshalJSON gives {"InstructionError":[i,…]},
+// {"InsufficientFundsForRent":{"account_index":i}} or "Kind".
 func (e *txError) MarshalJSON() ([]byte, error) {
 	if e.Kind == txErrInstructionError && e.Instr != nil {
 		return json.Marshal(map[string][]any{txErrInstructionError: {e.Index, e.Instr}})
+	}
+	if e.Kind == txErrInsufficientFundsForRent {
+		return json.Marshal(map[string]map[string]int{txErrInsufficientFundsForRent: {"account_index": e.Index}})
 	}
 	return json.Marshal(e.Kind)
 }

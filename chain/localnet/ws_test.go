@@ -95,6 +95,7 @@ func TestSignatureSubscribe(t *testing.T) {
 	wsc := connectWS(t, s)
 	alice, bob := newKey(t), newKey(t)
 	fund(t, cl, alice.PublicKey(), solana.LAMPORTS_PER_SOL)
+	fund(t, cl, bob.PublicKey(), rentExemptMinimum(0)) // small transfers to bob keep it rent-exempt
 
 	cases := []struct {
 		name       string
