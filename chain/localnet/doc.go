@@ -26,7 +26,9 @@
 // (always empty); account and program notifications are sent
 // when a transaction lands, whatever their commitment (signature
 // notifications do honour processed / confirmed / finalized); rent is not
-// collected (getMinimumBalanceForRentExemption uses Solana's formula);
+// collected (getMinimumBalanceForRentExemption uses Solana's formula), yet
+// Solana's rent-state rule holds: no transaction may leave an account with
+// lamports below its rent-exempt minimum (InsufficientFundsForRent);
 // priority fees are not charged; v0 transactions with address table lookups
 // are refused; account data encodings are base64 (also the default and the
 // answer to jsonParsed) and base58.
