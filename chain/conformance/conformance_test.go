@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -124,6 +125,11 @@ func scenarios() []scenario {
 			// Native program accounts: only owner, executable and lamports
 			// are compared (see systemProgramShape).
 			SystemProgram: accountShape{Lamports: 1, Owner: "NativeLoader1111111111111111111111111111111", Executable: true},
+		}},
+		{name: "program_accounts_filters", run: programAccountsFilters, want: programOutcome{
+			All: []string{"a", "b"}, Size40: []string{"a"}, ZeroPrefix: []string{"a", "b"},
+			OnePrefix: []string{}, PastB: []string{"a"}, WithContext: 2,
+			Notified: "a 1169280 40",
 		}},
 		{name: "signature_statuses", run: signatureStatuses, want: statusesOutcome{
 			Raw: []string{
@@ -519,6 +525,90 @@ func accountEncodings(t *testing.T, b *backend) any {
 // "system_program" with rentEpoch u64::MAX; nothing reads them.
 func systemProgramShape(a *rpc.Account) accountShape {
 	return accountShape{Lamports: a.Lamports, Owner: a.Owner.String(), Executable: a.Executable}
+}
+
+// --- program accounts -------------------------------------------------------
+
+type programOutcome struct {
+	// Accounts found, named "a" (40 bytes) and "b" (24 bytes).
+	All, Size40, ZeroPrefix, OnePrefix, PastB []string
+	WithContext                               int
+	// Notified is the programSubscribe notification under a dataSize 40
+	// filter: "name lamports space".
+	Notified string
+}
+
+func programAccountsFilters(t *testing.T, b *backend) any {
+	ctx := testCtx(t)
+	wallet, a, bk := newKey(t), newKey(t), newKey(t)
+	program := newKey(t).PublicKey()
+	names := map[solana.PublicKey]string{a.PublicKey(): "a", bk.PublicKey(): "b"}
+	name := func(k solana.PublicKey) string {
+		if n, ok := names[k]; ok {
+			return n
+		}
+		return k.String()
+	}
+	b.fund(t, wallet.PublicKey(), 10_000_000)
+	cl, err := ws.Connect(ctx, b.wsURL)
+	if err != nil {
+		t.Fatalf("%s: ws connect: %v", b.name, err)
+	}
+	t.Cleanup(cl.Close)
+	sub, err := cl.ProgramSubscribeWithOpts(program, rpc.CommitmentProcessed, solana.EncodingBase64,
+		[]rpc.RPCFilter{{DataSize: 40}})
+	if err != nil {
+		t.Fatalf("%s: programSubscribe: %v", b.name, err)
+	}
+	defer sub.Unsubscribe()
+
+	r40, r24 := uint64(1_169_280), uint64(1_057_920) // rent-exempt minimums of 40 and 24 bytes
+	b.mustSend(t, buildTx(t, b.blockhash(t), []solana.PrivateKey{wallet, a, bk},
+		system.NewCreateAccountInstruction(r40, 40, program, wallet.PublicKey(), a.PublicKey()).Build(),
+		system.NewCreateAccountInstruction(r24, 24, program, wallet.PublicKey(), bk.PublicKey()).Build()), false)
+
+	var o programOutcome
+	n, err := sub.Recv(ctx)
+	if err != nil {
+		t.Fatalf("%s: program notification: %v", b.name, err)
+	}
+	if acct := n.Value.Account; acct != nil {
+		o.Notified = fmt.Sprintf("%s %d %d", name(n.Value.Pubkey), acct.Lamports, len(acct.Data.GetBinary()))
+	}
+	find := func(filters ...rpc.RPCFilter) []string {
+		r, err := b.rpc.GetProgramAccountsWithOpts(ctx, program, &rpc.GetProgramAccountsOpts{
+			Encoding: solana.EncodingBase64, Commitment: rpc.CommitmentProcessed, Filters: filters})
+		if err != nil {
+			t.Fatalf("%s: getProgramAccounts %s: %v", b.name, canon(filters), err)
+		}
+		out := []string{}
+		for _, ka := range r {
+			out = append(out, name(ka.Pubkey))
+		}
+		sort.Strings(out)
+		return out
+	}
+	o.All = find()
+	o.Size40 = find(rpc.RPCFilter{DataSize: 40})
+	o.ZeroPrefix = find(rpc.RPCFilter{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: solana.Base58{0, 0, 0, 0}}})
+	o.OnePrefix = find(rpc.RPCFilter{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: solana.Base58{1}}})
+	o.PastB = find(rpc.RPCFilter{Memcmp: &rpc.RPCFilterMemcmp{Offset: 30, Bytes: solana.Base58{0, 0, 0, 0}}})
+
+	raw, err := b.call(t, "getProgramAccounts", program.String(), map[string]any{"withContext": true, "encoding": "base64"})
+	if err != nil {
+		t.Fatalf("%s: getProgramAccounts withContext: %v", b.name, err)
+	}
+	var wc struct {
+		Context struct {
+			Slot *uint64 `json:"slot"`
+		} `json:"context"`
+		Value []json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal(raw, &wc); err != nil || wc.Context.Slot == nil {
+		t.Errorf("%s: withContext reply %s: %v", b.name, raw, err)
+	}
+	o.WithContext = len(wc.Value)
+	return o
 }
 
 // --- signature statuses -----------------------------------------------------
