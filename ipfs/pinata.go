@@ -236,7 +236,7 @@ func (p *Pinata) post(ctx context.Context, endpoint string, body io.Reader, cont
 	if err != nil {
 		return "", fmt.Errorf("ipfs: pinata %s: %s", shown, p.JWT.redact(err.Error()))
 	}
-	return remote, nil
+	return p.JWT.redact(remote), nil // it ends up in a mismatch error when it is not a CID
 }
 
 // parsePinataAnswer reads Pinata's pin answer, {"IpfsHash":"Qm…","PinSize":…,
