@@ -145,6 +145,11 @@ func verifyBlock(blk blocks.Block, root cid.Cid, gw string) error {
 // written as they are made, leaves first, and never all held in memory. When the returned
 // CID is not root, the stream holds no root block and a verifying reader rejects it.
 func writeCAR(ctx context.Context, w io.Writer, root cid.Cid, r io.Reader) (cid.Cid, error) {
+	return writeCARChunked(ctx, w, root, r, ChunkSize)
+}
+
+// writeCARChunked is writeCAR with chunks of chunkSize bytes.
+func writeCARChunked(ctx context.Context, w io.Writer, root cid.Cid, r io.Reader, chunkSize int64) (cid.Cid, error) {
 	sc, err := storage.NewWritable(w, []cid.Cid{root}, car.WriteAsCarV1(true))
 	if err != nil {
 		return cid.Undef, err
@@ -154,7 +159,7 @@ func writeCAR(ctx context.Context, w io.Writer, root cid.Cid, r io.Reader) (cid.
 		Maxlinks:   MaxLinks,
 		CidBuilder: dag.V0CidPrefix(),
 	}
-	db, err := params.New(chunker.NewSizeSplitter(r, ChunkSize))
+	db, err := params.New(chunker.NewSizeSplitter(r, chunkSize))
 	if err != nil {
 		return cid.Undef, err
 	}
