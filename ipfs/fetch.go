@@ -201,6 +201,9 @@ func (f *Fetcher) fetchOne(ctx context.Context, client *http.Client, gw, cid str
 			}
 			// The gateway refused the CAR request: ask again, plain.
 		default:
+			if errors.As(err, &unsupported) && unsupported.body != nil {
+				unsupported.body.Close()
+			}
 			return nil, &GatewayError{Gateway: shown, Form: FormCAR, Err: err}
 		}
 	}
