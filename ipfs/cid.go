@@ -1,7 +1,12 @@
 // Package ipfs moves job definitions and results between the worker and IPFS as CIDv0
-// content: it computes the CID exactly as `ipfs add` does by default, fetches bytes from
-// gateways and verifies them against their CID, uploads through kubo's RPC API, and keeps a
-// local content store with a gateway and a kubo-compatible add endpoint for the localnet.
+// content: it computes the CID exactly as `ipfs add` does by default; fetches from
+// gateways in order and verifies what they serve (the trustless CAR form, every block
+// checked against its CID and the UnixFS DAG walked from the root, or the plain form
+// whose CID is recomputed), skipping and reporting gateways that lie, fail or hang;
+// uploads as streams through kubo's RPC API or Pinata, failing unless the service's CID
+// is the one computed locally, retrying transient failures; and keeps a local content
+// store with a gateway (plain and CAR) and a kubo-compatible add endpoint for the
+// localnet.
 //
 // Every CID here is a CIDv0 ("Qm…", 46 base58 characters): dag-pb, sha2-256, UnixFS file
 // nodes, fixed-size 262144-byte chunks, balanced layout, no raw leaves. The Markets program

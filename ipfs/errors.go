@@ -10,15 +10,25 @@ import (
 // changed between computing its CID and uploading it.
 var ErrChangedDuringUpload = errors.New("content changed during upload")
 
-// MismatchError says a gateway served bytes whose CIDv0 is not the one asked for: the
-// gateway is lying or broken, and its bytes were discarded.
+// MismatchError says a gateway served bytes that are not the content asked for: the
+// gateway is lying or broken, and its bytes were discarded. In the plain form, Got is the
+// CIDv0 of the bytes served; in the CAR form, either the CAR's root is not Want (Got is
+// that root) or the block Block's bytes hash to Got instead.
 type MismatchError struct {
-	Gateway string // the gateway's base URL (credentials and query removed)
-	Want    string // the CID requested
-	Got     string // the CID of the bytes served
+	Gateway string    // the gateway's base URL (credentials and query removed)
+	Want    string    // the CID requested
+	Got     string    // the CID of the bytes served (see above)
+	Form    FetchForm // FormPlain or FormCAR; "" reads as FormPlain
+	Block   string    // CAR form: the CID of the block whose bytes do not match it; else ""
 }
 
 func (e *MismatchError) Error() string {
+	if e.Block != "" {
+		return fmt.Sprintf("ipfs: gateway %s served a CAR for %s whose block %s hashes to %s", e.Gateway, e.Want, e.Block, e.Got)
+	}
+	if e.Form == FormCAR {
+		return fmt.Sprintf("ipfs: gateway %s served a CAR whose root is %s, want %s", e.Gateway, e.Got, e.Want)
+	}
 	return fmt.Sprintf("ipfs: gateway %s served bytes whose CID is %s, want %s", e.Gateway, e.Got, e.Want)
 }
 

@@ -3,6 +3,7 @@ package ipfs
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ipfs/go-cid"
 )
 
 func FuzzDigestFromCID(f *testing.F) {
@@ -220,6 +223,66 @@ func FuzzParseGatewayList(f *testing.F) {
 		again, err := ParseGatewayList(strings.Join(out, ","))
 		if len(out) > 0 && (err != nil || !slices.Equal(again, out)) {
 			t.Fatalf("not idempotent: %q → %q → %q, %v", s, out, again, err)
+		}
+	})
+}
+
+// FuzzReadCAR feeds arbitrary bytes to the CAR verifier as a gateway's answer for a fixed
+// root: it must never panic, must return exactly the root's content when it accepts, and
+// must classify every refusal.
+func FuzzReadCAR(f *testing.F) {
+	// Small chunks keep the inputs small: a root over 12 leaves of 100 bytes. The
+	// verifier walks any UnixFS DAG, whatever its chunking.
+	data := pattern(1150)
+	placeholder := cid.MustParse("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
+	root, err := writeCARChunked(context.Background(), io.Discard, placeholder, bytes.NewReader(data), 100)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var good bytes.Buffer
+	if _, err := writeCARChunked(context.Background(), &good, root, bytes.NewReader(data), 100); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good.Bytes())
+	f.Add(good.Bytes()[:len(good.Bytes())/2])
+	flipped := bytes.Clone(good.Bytes())
+	flipped[len(flipped)-3] ^= 1
+	f.Add(flipped)
+	f.Add([]byte{})
+	f.Add([]byte("\x11\xa2eroots\x80gversion\x01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := readCAR(context.Background(), bytes.NewReader(b), root, 1<<20, "fuzz")
+		if err == nil {
+			if !bytes.Equal(got, data) {
+				t.Fatalf("accepted %d bytes that are not the root's content", len(got))
+			}
+			return
+		}
+		var mm *MismatchError
+		var tl *TooLargeError
+		if !errors.Is(err, ErrBadCAR) && !errors.As(err, &mm) && !errors.As(err, &tl) {
+			t.Fatalf("unclassified error %v", err)
+		}
+	})
+}
+
+// FuzzPinataAnswer feeds arbitrary answers to Pinata's answer and error parsers.
+func FuzzPinataAnswer(f *testing.F) {
+	for _, s := range []string{
+		`{"IpfsHash":"QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o","PinSize":20,"Timestamp":"2024-01-01T00:00:00Z"}`,
+		`{"error":{"reason":"INVALID_CREDENTIALS","details":"Invalid/expired credentials"}}`,
+		`{"error":"bad"}`, `{"IpfsHash":1}`, `[]`, `null`, ``, "\x00\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parsePinataAnswer(bytes.NewReader(b))
+		if err == nil && h == "" {
+			t.Fatal("accepted an answer without IpfsHash")
+		}
+		msg := pinataErrorMessage(bytes.NewReader(b))
+		if len(msg) > 300 || strings.ContainsFunc(msg, func(r rune) bool { return r < 0x20 }) {
+			t.Fatalf("error message %q is not a short one-line string", msg)
 		}
 	})
 }

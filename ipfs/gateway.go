@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/rs/zerolog"
 )
 
@@ -50,8 +51,10 @@ func WithLogger(l zerolog.Logger) GatewayOption {
 //
 //   - GET/HEAD /ipfs/<cid>: a read-only path gateway for whole files. The plain bytes, with
 //     Content-Length, ETag "<cid>", X-Ipfs-Path /ipfs/<cid>, Range and If-None-Match
-//     support; 404 for a CID not in the store, 400 for a malformed CID or a path inside
-//     a CID, 405 for other methods.
+//     support; or, with ?format=car or Accept: application/vnd.ipld.car, the trustless
+//     CAR form (a CARv1 of the file's UnixFS DAG rebuilt as it is sent, root <cid>,
+//     blocks leaves first: "order=unk; dups=n"). 404 for a CID not in the store, 400 for
+//     a malformed CID, a path inside a CID or another ?format, 405 for other methods.
 //   - POST /api/v0/add: kubo's RPC add. A multipart/form-data body of one or more file
 //     parts, streamed into the store (never held whole) and committed only once the body
 //     has been read to its closing boundary; answers one JSON line per file,
@@ -112,6 +115,11 @@ func (g *gateway) serveCID(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	car, err := wantsCAR(r)
+	if err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	f, _, err := g.store.open(c)
 	if errors.Is(err, ErrNotFound) {
 		http.Error(w, "not found: "+c, http.StatusNotFound)
@@ -124,12 +132,62 @@ func (g *gateway) serveCID(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 	h := w.Header()
-	h.Set("Etag", `"`+c+`"`)
 	h.Set("X-Ipfs-Path", gatewayPrefix+c)
-	h.Set("Content-Type", "application/octet-stream")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "public, max-age=29030400, immutable")
+	h.Add("Vary", "Accept")
+	if car {
+		g.serveCAR(w, r, c, f)
+		return
+	}
+	h.Set("Etag", `"`+c+`"`)
+	h.Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// wantsCAR says whether a gateway request asks for the CAR form: ?format=car, or an
+// Accept header naming application/vnd.ipld.car (without ?format). Other formats are
+// refused (the store serves whole files only).
+func wantsCAR(r *http.Request) (bool, error) {
+	switch f := r.URL.Query().Get("format"); f {
+	case "car":
+		return true, nil
+	case "":
+	default:
+		return false, fmt.Errorf("format %s is not served: only the plain file or format=car", quoteCID(f))
+	}
+	for _, a := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(a, ",") {
+			if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == carMediaType {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// serveCAR answers the CAR form of the file f whose CID is c: a CARv1 with root c and the
+// file's UnixFS blocks, rebuilt from the file as they are sent (leaves first).
+func (g *gateway) serveCAR(w http.ResponseWriter, r *http.Request, c string, f io.Reader) {
+	root, err := cid.Decode(c)
+	if err != nil { // parseGatewayPath validated it
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", carContentType)
+	h.Set("Etag", `"`+c+`.car"`)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	built, err := writeCAR(r.Context(), w, root, f)
+	switch {
+	case err != nil:
+		g.cfg.log.Warn().Err(err).Str("cid", c).Msg("gateway: CAR stream stopped")
+	case !built.Equals(root):
+		g.cfg.log.Error().Str("cid", c).Str("built", built.String()).Msg("gateway: stored file does not hash to its CID; CAR sent without root block")
+	}
 }
 
 // addEvent is one line of kubo's /api/v0/add answer.

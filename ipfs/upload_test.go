@@ -129,7 +129,7 @@ func TestUploaderServerErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			u := &Uploader{APIURL: fakeAddServer(t, tc.status, tc.answer)}
+			u := &Uploader{APIURL: fakeAddServer(t, tc.status, tc.answer), Retry: NoRetry}
 			_, _, err := u.AddBytes(context.Background(), "x", []byte("hello world\n"))
 			if err == nil || !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("err = %v, want one saying %q", err, tc.says)

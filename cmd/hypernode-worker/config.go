@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,6 +44,9 @@ type Config struct {
 	Staking             solana.PublicKey // STAKING_PROGRAM_ID
 	Gateways            []string         // IPFS_GATEWAY
 	UploadURL           string           // IPFS_UPLOAD_URL (kubo RPC API base)
+	Upload              string           // IPFS_UPLOAD: kubo or pinata (see parseUpload)
+	PinataJWT           ipfs.Secret      // PINATA_JWT (env or .env only; never logged)
+	PinataURL           string           // PINATA_API_URL
 	ContainerRuntime    string           // CONTAINER_RUNTIME
 	ContainerdAddress   string           // CONTAINERD_ADDRESS
 	AutoAccept          bool             // AUTO_ACCEPT
@@ -88,6 +90,9 @@ var settings = []setting{
 	{"STAKING_PROGRAM_ID", "staking-program-id", chain.DefaultStakingProgramID.String(), "staking program ID"},
 	{"IPFS_GATEWAY", "ipfs-gateway", "", "IPFS gateway URLs, comma-separated (default with localnet: its gateway)"},
 	{"IPFS_UPLOAD_URL", "ipfs-upload-url", "", "kubo RPC API base URL for uploads (default with localnet: its store)"},
+	{"IPFS_UPLOAD", "ipfs-upload", "", "upload service: kubo or pinata (default: pinata when only PINATA_JWT is set, else kubo)"},
+	{"PINATA_JWT", "", "", "Pinata API JWT (environment or env file only)"},
+	{"PINATA_API_URL", "pinata-api-url", ipfs.DefaultPinataURL, "Pinata API base URL"},
 	{"CONTAINER_RUNTIME", "container-runtime", "containerd", "container runtime (containerd)"},
 	{"CONTAINERD_ADDRESS", "containerd-address", "/run/containerd/containerd.sock", "containerd socket"},
 	{"AUTO_ACCEPT", "auto-accept", "true", "claim queued jobs automatically"},
@@ -107,6 +112,9 @@ func addConfigFlags(fs *pflag.FlagSet) {
 	fs.String("env-file", ".env", "file of KEY=VALUE settings read when present")
 	fs.Bool("quarantine-corrupt-journal", false, "when the journal is corrupt, move it aside and start with an empty one")
 	for _, s := range settings {
+		if s.flag == "" {
+			continue // a secret: never on the command line
+		}
 		fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
 	}
 }
@@ -137,7 +145,7 @@ func loadConfig(fs *pflag.FlagSet) (*Config, error) {
 		if ev, ok := os.LookupEnv(s.env); ok {
 			v = ev
 		}
-		if fs.Changed(s.flag) {
+		if s.flag != "" && fs.Changed(s.flag) {
 			v, _ = fs.GetString(s.flag)
 		}
 		raw[s.env] = strings.TrimSpace(v)
@@ -197,12 +205,8 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	} else if !c.Local() {
 		return nil, usageErr("IPFS_GATEWAY is required on %s", c.Network)
 	}
-	if c.UploadURL == "" && c.Local() {
-		c.UploadURL = c.RPCURL
-	} else if c.UploadURL == "" {
-		return nil, usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL)", c.Network)
-	} else if u, err := url.Parse(c.UploadURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usageErr("IPFS_UPLOAD_URL %q is not an http(s) URL", c.UploadURL)
+	if err := c.parseUpload(raw); err != nil {
+		return nil, err
 	}
 	if c.ContainerRuntime != "containerd" {
 		return nil, usageErr("CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)

@@ -159,8 +159,9 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 
 // driver wires the job driver over the connected chain, IPFS and containerd.
 func (w *worker) driver() *fsm.Driver {
-	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: w.cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
-		uploader: &ipfs.Uploader{APIURL: w.cfg.UploadURL}}
+	fetcher := w.cfg.fetcher(maxDefinitionBytes)
+	fetcher.Log = &w.log
+	store := &ipfsStore{fetcher: fetcher, uploader: w.cfg.uploader()}
 	return &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
 		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
 		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes}}
@@ -293,7 +294,7 @@ func (w *worker) startLocalnet(ctx context.Context) error {
 	if len(w.cfg.Gateways) == 0 {
 		w.cfg.Gateways = []string{srv.URL()}
 	}
-	if w.cfg.UploadURL == "" {
+	if w.cfg.UploadURL == "" && w.cfg.Upload == uploadKubo {
 		w.cfg.UploadURL = srv.URL()
 	}
 	fmt.Fprintf(w.out, "\n🧪 Local market running at %s (market %s)\n", srv.URL(), w.cfg.Market)
@@ -338,7 +339,7 @@ func printSpecs(w io.Writer, s *hardware.Specs) {
 // ipfsStore implements fsm.Store over the ipfs package.
 type ipfsStore struct {
 	fetcher  *ipfs.Fetcher
-	uploader *ipfs.Uploader
+	uploader ipfs.Adder
 }
 
 func (s *ipfsStore) Fetch(ctx context.Context, cid string) ([]byte, error) {
