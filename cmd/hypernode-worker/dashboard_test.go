@@ -111,7 +111,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// none does yet).
 	text := func(sel string) string {
 		q, _ := json.Marshal(sel)
-		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(` + string(q) + `) || {}).innerText || ""`))
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+string(q)+`) || {}).innerText || ""`))
 		if err != nil {
 			t.Fatalf("read %s: %v", sel, err)
 		}
