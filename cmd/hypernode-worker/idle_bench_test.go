@@ -57,7 +57,7 @@ func BenchmarkIdle(b *testing.B) {
 }
 
 type idleResult struct {
-	rssMeanMiB, rssMaxMiB, hwmMiB float64
+	rssMeanMiB, rssMaxMiB, hwmMiB  float64
 	cpuSeconds, cpuPct, startupCPU float64
 }
 
