@@ -154,6 +154,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	waitFor("the marker line streamed after load", func() bool { return strings.Contains(text("#log"), "MARKER "+nonce) })
 	waitFor("new health samples", func() bool { return samples() >= first+2 })
 	waitFor("earnings", func() bool { return strings.Contains(text("#earned-total"), "lamports") })
+	waitFor("the paid jobs in the earnings table", func() bool {
+		rows := text("#earnings tbody")
+		return strings.Count(rows, "\n") >= 1 && strings.Contains(rows, "finished") && strings.Contains(rows, "failed")
+	})
+	// Every poll of the API succeeded: the page says it is live.
+	if c := text("#conn"); c != "live" {
+		t.Errorf("connection badge %q, want live (a request of the page failed)", c)
+	}
 	log := text("#log")
 	if strings.Contains(log, "hn-dash-secret") || !strings.Contains(log, "starting with token [redacted]") {
 		t.Errorf("log panel shows the secret or no redaction:\n%s", log)

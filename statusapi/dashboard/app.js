@@ -56,6 +56,8 @@
     const c = $("health-chart"), ctx = c.getContext("2d");
     const w = c.width, hgt = c.height;
     ctx.clearRect(0, 0, w, hgt);
+    ctx.fillStyle = "#8b98a5"; ctx.font = "11px sans-serif";
+    for (const p of [0, 50, 100]) ctx.fillText(p + "%", w - 34, hgt - (p / 100) * (hgt - 10) - 7 + (p === 100 ? 12 : 0));
     ctx.strokeStyle = "#2a3540"; ctx.lineWidth = 1;
     for (let p = 0; p <= 100; p += 25) { const y = hgt - (p / 100) * (hgt - 10) - 5; ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke(); }
     const css = getComputedStyle(document.documentElement);
@@ -64,7 +66,7 @@
       let started = false;
       samples.forEach((s, i) => {
         if (s[key] == null) return;
-        const x = samples.length === 1 ? w : (i / (MAX_SAMPLES - 1)) * w;
+        const x = (i / (Math.max(samples.length, 30) - 1)) * w;
         const y = hgt - (Math.min(100, Math.max(0, s[key])) / 100) * (hgt - 10) - 5;
         if (!started) { ctx.moveTo(x, y); started = true; } else ctx.lineTo(x, y);
       });
@@ -96,7 +98,11 @@
     const e = await get("/v1/earnings");
     $("earned-total").textContent = sol(e.total_lamports) + " (" + e.total_lamports + " lamports)";
     const tb = $("earnings").querySelector("tbody"); tb.replaceChildren();
-    for (const j of e.jobs.slice().reverse()) tb.append(el("tr")).append(el("td", short(j.job), "id"), el("td", j.state), el("td", String(j.earned_lamports)));
+    for (const j of e.jobs.slice().reverse()) {
+      const tr = el("tr"); tr.dataset.job = j.job;
+      tr.append(el("td", short(j.job), "id"), el("td", j.state), el("td", String(j.earned_lamports)));
+      tb.append(tr);
+    }
   }
 
   function follow(job) {
