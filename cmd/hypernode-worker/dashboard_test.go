@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -189,6 +190,48 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	if !strings.Contains(text("#log-state"), "job ") {
 		t.Errorf("log stream end not shown: %q", text("#log-state"))
+	}
+	checkMetrics(t, base)
+}
+
+// checkMetrics reads the daemon's /metrics after three jobs ended: every
+// series the issue names is there, fed by the driver and the RPC client.
+func checkMetrics(t *testing.T, base string) {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(raw)
+	value := func(series string) float64 {
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		t.Errorf("/metrics has no %s", series)
+		return -1
+	}
+	for series, min := range map[string]float64{
+		`hypernode_jobs{state="finished"}`:                   2,
+		`hypernode_jobs{state="failed"}`:                     1,
+		`hypernode_transitions_total{event="finish"}`:        2,
+		`hypernode_transitions_total{event="claim"}`:         1,
+		`hypernode_claim_latency_seconds_count`:              3,
+		`hypernode_container_run_seconds_count`:              3,
+		`hypernode_earned_lamports_total`:                    3 * 9_900_000,
+		`hypernode_rpc_calls_total{method="getAccountInfo"}`: 1,
+		`hypernode_health_disk_free_bytes`:                   1,
+	} {
+		if v := value(series); v < min {
+			t.Errorf("%s = %v, want at least %v", series, v, min)
+		}
+	}
+	if !strings.Contains(body, "hypernode_rpc_errors_total") && !strings.Contains(body, "# HELP hypernode_rpc_calls_total") {
+		t.Errorf("no RPC series:\n%s", body)
 	}
 }
 
