@@ -46,11 +46,11 @@ func NodeShare(price uint64) uint64 { return price - price/100 }
 // Paid reports whether finish_job landed for a job in state s.
 func Paid(s fsm.State) bool { return s == fsm.Finished || s == fsm.Failed }
 
-// earnings computes Earnings from the journal, reading each paid job's
-// price once (a job's price never changes).
+// earnings computes Earnings from the journal, reading the prices of paid
+// jobs not seen before in one Prices call (a job's price never changes).
 type earnings struct {
 	journal *journal.Journal
-	price   func(context.Context, string) (Price, error)
+	prices  func(context.Context, []string) (map[string]Price, error)
 
 	mu    sync.Mutex
 	cache map[string]Price
@@ -61,21 +61,38 @@ func (e *earnings) compute(ctx context.Context) (*Earnings, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &Earnings{Jobs: []JobEarning{}}
+	var paid []journal.Snapshot
+	var unknown []string
+	e.mu.Lock()
 	for _, s := range snaps {
-		if !Paid(fsm.State(s.State)) {
-			continue
+		if Paid(fsm.State(s.State)) {
+			paid = append(paid, s)
+			if _, ok := e.cache[s.Job]; !ok {
+				unknown = append(unknown, s.Job)
+			}
+		}
+	}
+	e.mu.Unlock()
+	if len(unknown) > 0 {
+		got, err := e.prices(ctx, unknown)
+		if err != nil {
+			return nil, fmt.Errorf("prices of %d paid jobs: %w", len(unknown), err)
 		}
 		e.mu.Lock()
-		p, ok := e.cache[s.Job]
-		e.mu.Unlock()
-		if !ok {
-			if p, err = e.price(ctx, s.Job); err != nil {
-				return nil, fmt.Errorf("price of job %s: %w", s.Job, err)
+		for _, job := range unknown {
+			if p, ok := got[job]; ok {
+				e.cache[job] = p
 			}
-			e.mu.Lock()
-			e.cache[s.Job] = p
-			e.mu.Unlock()
+		}
+		e.mu.Unlock()
+	}
+	out := &Earnings{Jobs: []JobEarning{}}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range paid {
+		p, ok := e.cache[s.Job]
+		if !ok {
+			return nil, fmt.Errorf("no price for paid job %s", s.Job)
 		}
 		je := JobEarning{Job: s.Job, State: s.State, At: s.Updated, PriceLamports: p.Lamports, EarnedLamports: NodeShare(p.Lamports), PriceSource: p.Source}
 		out.Jobs = append(out.Jobs, je)

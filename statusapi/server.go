@@ -58,8 +58,9 @@ type Sources struct {
 	// streamed logs. An error refuses the stream (logs are never sent
 	// unscrubbed).
 	Secrets func(ctx context.Context, job string) ([]jobdef.Secret, error)
-	// Price returns what a job pays, for /v1/earnings.
-	Price func(ctx context.Context, job string) (Price, error)
+	// Prices returns what each of jobs pays, for /v1/earnings; a job left
+	// out of the map fails the request (it is asked again next time).
+	Prices func(ctx context.Context, jobs []string) (map[string]Price, error)
 	// Metrics serves /metrics.
 	Metrics http.Handler
 	// LogPoll is how often a followed log file is checked for growth
@@ -88,8 +89,8 @@ var dashboardFS embed.FS
 // New returns a server of src with no listener yet.
 func New(src Sources) *Server {
 	s := &Server{src: src, done: make(chan struct{})}
-	if src.Journal != nil && src.Price != nil {
-		s.earn = &earnings{journal: src.Journal, price: src.Price, cache: map[string]Price{}}
+	if src.Journal != nil && src.Prices != nil {
+		s.earn = &earnings{journal: src.Journal, prices: src.Prices, cache: map[string]Price{}}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.status)
@@ -403,7 +404,7 @@ func (s *Server) earnings(w http.ResponseWriter, r *http.Request) {
 }
 
 // EarnedLamports is the total of /v1/earnings (for the metrics counter).
-// It is an error when the server has no Journal or Price source.
+// It is an error when the server has no Journal or Prices source.
 func (s *Server) EarnedLamports(ctx context.Context) (uint64, error) {
 	if s.earn == nil {
 		return 0, errNoSource

@@ -99,12 +99,14 @@ func (f *fixture) sources() Sources {
 		Journal: f.j,
 		JobDir:  f.jobDir,
 		Secrets: func(context.Context, string) ([]jobdef.Secret, error) { return []jobdef.Secret{"hn-secret-value"}, nil },
-		Price: func(_ context.Context, job string) (Price, error) {
-			p, ok := prices[job]
-			if !ok {
-				return Price{}, fmt.Errorf("no price for %s", job)
+		Prices: func(_ context.Context, jobs []string) (map[string]Price, error) {
+			out := map[string]Price{}
+			for _, job := range jobs {
+				if p, ok := prices[job]; ok {
+					out[job] = Price{Lamports: p, Source: "job account"}
+				}
 			}
-			return Price{Lamports: p, Source: "job account"}, nil
+			return out, nil
 		},
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hypernode_test 1\n") }),
 		LogPoll: 10 * time.Millisecond,
@@ -402,5 +404,39 @@ func TestNodeShare(t *testing.T) {
 		if got := NodeShare(price); got != want {
 			t.Errorf("NodeShare(%d) = %d, want %d", price, got, want)
 		}
+	}
+}
+
+// Prices are read once per paid job; a job the source cannot price fails
+// the request and is asked again the next time.
+func TestEarningsReadsEachPriceOnce(t *testing.T) {
+	f := newFixture(t)
+	src := f.sources()
+	var asked [][]string
+	missing := true
+	src.Prices = func(_ context.Context, jobs []string) (map[string]Price, error) {
+		asked = append(asked, jobs)
+		out := map[string]Price{}
+		for _, job := range jobs {
+			if job == f.jobs["failed"] && missing {
+				continue
+			}
+			out[job] = Price{Lamports: prices[job], Source: "market"}
+		}
+		return out, nil
+	}
+	srv := New(src)
+	if _, err := srv.EarnedLamports(context.Background()); err == nil || !strings.Contains(err.Error(), f.jobs["failed"]) {
+		t.Fatalf("unpriced job: %v", err)
+	}
+	missing = false
+	for range 2 {
+		total, err := srv.EarnedLamports(context.Background())
+		if err != nil || total != 990_000+1_980_050 {
+			t.Fatalf("total %d %v", total, err)
+		}
+	}
+	if len(asked) != 2 || len(asked[0]) != 2 || len(asked[1]) != 1 || asked[1][0] != f.jobs["failed"] {
+		t.Errorf("prices asked %v; want both paid jobs, then only the one not priced", asked)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -39,7 +38,7 @@ func (w *worker) serveAPI(loop *fsm.Loop, driver *fsm.Driver, started time.Time)
 		Journal: w.journal,
 		JobDir:  driver.JobDir,
 		Secrets: func(ctx context.Context, job string) ([]jobdef.Secret, error) { return w.jobSecrets(ctx, store, job) },
-		Price:   w.jobPrice,
+		Prices:  w.jobPrices,
 		Metrics: m.Handler(),
 	})
 	if err := api.ListenUnix(filepath.Join(w.cfg.DataDir, "worker.sock")); err != nil {
@@ -115,23 +114,35 @@ func (w *worker) jobSecrets(ctx context.Context, store fsm.Store, job string) ([
 	return def.Secrets(), nil
 }
 
-// jobPrice reads a job's price from its job account, or the market's
-// job_price when the account is gone.
-func (w *worker) jobPrice(ctx context.Context, job string) (statusapi.Price, error) {
-	key, err := solana.PublicKeyFromBase58(job)
+// jobPrices reads the jobs' prices from their job accounts (one
+// getMultipleAccounts per 100), or the market's job_price for a job whose
+// account is gone.
+func (w *worker) jobPrices(ctx context.Context, jobs []string) (map[string]statusapi.Price, error) {
+	keys := make([]solana.PublicKey, 0, len(jobs))
+	for _, job := range jobs {
+		key, err := solana.PublicKeyFromBase58(job)
+		if err != nil {
+			return nil, fmt.Errorf("job %q is not a public key: %w", job, err)
+		}
+		keys = append(keys, key)
+	}
+	accs, err := w.chain.Jobs(ctx, keys)
 	if err != nil {
-		return statusapi.Price{}, fmt.Errorf("job %q is not a public key: %w", job, err)
+		return nil, err
 	}
-	acc, err := w.chain.Job(ctx, key)
-	if err == nil {
-		return statusapi.Price{Lamports: acc.Price, Source: "job account"}, nil
+	out := make(map[string]statusapi.Price, len(jobs))
+	var market *chain.Market
+	for _, key := range keys {
+		if acc, ok := accs[key]; ok {
+			out[key.String()] = statusapi.Price{Lamports: acc.Price, Source: "job account"}
+			continue
+		}
+		if market == nil {
+			if market, err = w.chain.GetMarket(ctx); err != nil {
+				return nil, err
+			}
+		}
+		out[key.String()] = statusapi.Price{Lamports: market.JobPrice, Source: "market"}
 	}
-	if !errors.Is(err, chain.ErrAccountNotFound) {
-		return statusapi.Price{}, err
-	}
-	mk, err := w.chain.GetMarket(ctx)
-	if err != nil {
-		return statusapi.Price{}, err
-	}
-	return statusapi.Price{Lamports: mk.JobPrice, Source: "market"}, nil
+	return out, nil
 }
