@@ -75,7 +75,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	browser := chromiumPath(t)
 	ctd := runtimetest.StartContainerd(t)
-	w := spawnWorker(t, ctd, "--api-addr", "127.0.0.1:0")
+	// The GPUs of a captured two-GPU machine, so that the page and the
+	// gauges have GPUs to show.
+	inventory, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "gpu", "nvidia-smi-q-x_2x-rtx-a5000_590.44.01_v13.xml"))
+	w := spawnWorker(t, ctd, "--api-addr", "127.0.0.1:0", "--gpu-inventory", inventory)
 	m := regexp.MustCompile(`Dashboard: (http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(w.stdout())
 	if m == nil {
 		t.Fatalf("no dashboard address in the output:\n%s", w.stdout())
@@ -153,7 +156,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("the marker line streamed after load", func() bool { return strings.Contains(text("#log"), "MARKER "+nonce) })
-	waitFor("new health samples", func() bool { return samples() >= first+2 })
+	waitFor("new health samples", func() bool { return samples() >= max(first+2, 10) })
 	waitFor("earnings", func() bool { return strings.Contains(text("#earned-total"), "lamports") })
 	waitFor("the paid jobs in the earnings table", func() bool {
 		rows := text("#earnings tbody")
@@ -169,6 +172,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if specs := text("#specs"); !strings.Contains(specs, "CPU") || !strings.Contains(specs, "cores") {
 		t.Errorf("specs %q", specs)
+	}
+	if gpus := text("#gpus"); strings.Count(gpus, "RTX A5000") != 2 {
+		t.Errorf("GPU list %q, want the capture's two RTX A5000", gpus)
 	}
 	if health := text("#health-now"); !strings.Contains(health, "CPU") || !strings.Contains(health, "active") {
 		t.Errorf("health line %q", health)
