@@ -150,13 +150,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	waitFor("the running job's log", func() bool { return strings.Contains(text("#log"), "waiting") })
 	first := samples()
+	// The chart keeps growing while the page is open.
+	waitFor("new health samples", func() bool { return samples() >= max(first+2, 10) })
 	// A line the job prints only after the page loaded and followed its log.
 	nonce := fmt.Sprintf("dashboard-%d", time.Now().UnixNano())
 	if err := os.WriteFile(filepath.Join(w.data, "jobs", long.String(), "workspace", "marker"), []byte(nonce), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("the marker line streamed after load", func() bool { return strings.Contains(text("#log"), "MARKER "+nonce) })
-	waitFor("new health samples", func() bool { return samples() >= max(first+2, 10) })
 	waitFor("earnings", func() bool { return strings.Contains(text("#earned-total"), "lamports") })
 	waitFor("the paid jobs in the earnings table", func() bool {
 		rows := text("#earnings tbody")
