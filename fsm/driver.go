@@ -156,6 +156,16 @@ type Driver struct {
 	// operation runs, so that a job timed out, stopped or taken away on
 	// chain is abandoned and its container stopped (default 10s).
 	WatchInterval time.Duration
+
+	// Observer, when set, is told of every transition once it is journaled
+	// (metrics). It must not block.
+	Observer Observer
+}
+
+// Observer is told of each journaled transition record (Kind transition,
+// Seq and At set).
+type Observer interface {
+	Transition(rec journal.Record)
 }
 
 func (d *Driver) now() time.Time {
@@ -235,9 +245,12 @@ func (d *Driver) transition(job string, from State, event string, fields map[str
 	if err != nil {
 		return fmt.Errorf("job %s: %w", job, err)
 	}
-	_, err = d.Journal.Append(journal.Record{Job: job, Kind: journal.KindTransition, Event: event, From: string(from), To: string(to), Fields: fields})
+	rec, err := d.Journal.Append(journal.Record{Job: job, Kind: journal.KindTransition, Event: event, From: string(from), To: string(to), Fields: fields})
 	if err == nil {
 		d.Log.Info().Str("job", job).Str("from", string(from)).Str("to", string(to)).Str("event", event).Msg("transition")
+		if d.Observer != nil {
+			d.Observer.Transition(rec)
+		}
 	}
 	return err
 }

@@ -1,6 +1,20 @@
-// Package statusapi is the worker's local status API: a running daemon
-// answers GET /v1/status on a unix socket in its data directory (mode 0600),
-// and `hypernode-worker status` reads it. It carries no secrets.
+// Package statusapi is the worker's local API: a running daemon serves it on
+// a unix socket in its data directory (mode 0600) and, when configured, on a
+// loopback TCP address, where its web dashboard is served at /.
+// `hypernode-worker status` reads it. It carries no secrets: job logs are
+// scrubbed of the job's env values on their way out.
+//
+// Routes (JSON unless said):
+//
+//	GET /v1/status          Status
+//	GET /v1/specs           hardware.Specs
+//	GET /v1/health          Health: a fresh sample
+//	GET /v1/jobs            []Job from the journal's snapshots, newest update last
+//	GET /v1/jobs/{id}       JobDetail: the job and its journal records (transitions, progress, intents without signed bytes)
+//	GET /v1/jobs/{id}/logs  WebSocket: the job's operation logs, from the start, followed while the job runs (LogMessage frames)
+//	GET /v1/earnings        Earnings: lamports paid per job and in total
+//	GET /metrics            Prometheus exposition (Sources.Metrics)
+//	GET /                   the dashboard (HTML, CSS, JS embedded in the binary)
 package statusapi
 
 import (
@@ -10,8 +24,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"sort"
 	"time"
 
 	"github.com/hypernode-sol/worker/journal"
@@ -48,52 +60,6 @@ func JobFromSnapshot(s journal.Snapshot) Job {
 		j.Container = s.Container.ID
 	}
 	return j
-}
-
-// Server serves the status API until Close.
-type Server struct {
-	srv  *http.Server
-	ln   net.Listener
-	path string
-}
-
-// Listen serves status() on a unix socket at path (replacing a stale socket
-// file left by a crashed daemon).
-func Listen(path string, status func(context.Context) (*Status, error)) (*Server, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		st, err := status(ctx)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		sort.Slice(st.Jobs, func(a, b int) bool { return st.Jobs[a].Updated.Before(st.Jobs[b].Updated) })
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(st)
-	})
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path}
-	go s.srv.Serve(ln)
-	return s, nil
-}
-
-// Close stops serving and removes the socket.
-func (s *Server) Close() error {
-	err := s.srv.Close()
-	os.Remove(s.path)
-	return err
 }
 
 // ErrNotRunning: no daemon answers on the socket.

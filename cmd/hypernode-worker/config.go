@@ -16,6 +16,7 @@ import (
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/ipfs"
+	"github.com/hypernode-sol/worker/statusapi"
 )
 
 // errUsage marks a configuration or usage error: one clear line, exit code 2.
@@ -61,6 +62,7 @@ type Config struct {
 	QuarantineJournal   bool             // --quarantine-corrupt-journal
 	KeypairDefault      bool             // KEYPAIR_PATH was not given: the local market's node key, created when missing
 	WorkspaceLimitBytes int64            // WORKSPACE_LIMIT_MB
+	APIAddr             string           // API_ADDR: loopback address of the local API and dashboard; empty = unix socket only
 }
 
 // regularFile checks that path names a readable regular file.
@@ -105,6 +107,7 @@ var settings = []setting{
 	{"IMPORT_IMAGES", "import-image", "", "OCI image archives to import at start, comma-separated"},
 	{"LOG_FORMAT", "log-format", "auto", "auto (console on a terminal, else JSON), console or json"},
 	{"WORKSPACE_LIMIT_MB", "workspace-limit-mb", "10240", "MiB a job may write under /workspace before it is stopped and failed"},
+	{"API_ADDR", "api-addr", "", "loopback address (e.g. 127.0.0.1:9090) serving the local API and web dashboard; empty: only DATA_DIR/worker.sock"},
 }
 
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
@@ -253,6 +256,11 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		return nil, usageErr("WORKSPACE_LIMIT_MB %q is not a number of MiB from 1 to 16777216", raw["WORKSPACE_LIMIT_MB"])
 	}
 	c.WorkspaceLimitBytes = mb << 20
+	if c.APIAddr = raw["API_ADDR"]; c.APIAddr != "" {
+		if err := statusapi.CheckLoopback(c.APIAddr); err != nil {
+			return nil, usageErr("API_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:9090): the API has no authentication", c.APIAddr)
+		}
+	}
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:

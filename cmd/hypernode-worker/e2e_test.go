@@ -381,6 +381,7 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{"missing inventory", []string{"config", "--gpu-inventory", filepath.Join(dir, "none.xml")}, "GPU_INVENTORY"},
 		{"image archive is a directory", []string{"start", "--import-image", dir}, "is not a regular file"},
 		{"workspace limit", []string{"config", "--workspace-limit-mb", "0"}, "WORKSPACE_LIMIT_MB"},
+		{"API address not loopback", []string{"config", "--api-addr", "0.0.0.0:9090"}, `API_ADDR "0.0.0.0:9090" is not a loopback address`},
 	}
 	envFile := filepath.Join(dir, "bad.env")
 	os.WriteFile(envFile, []byte("bad line here\nPINATA_JWT=super-secret-token\n"), 0o600)

@@ -130,11 +130,9 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
 	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
 	started := time.Now()
-	api, err := statusapi.Listen(filepath.Join(cfg.DataDir, "worker.sock"), func(ctx context.Context) (*statusapi.Status, error) {
-		return w.status(ctx, loop, started)
-	})
+	api, err := w.serveAPI(loop, driver, started) // api.go: local API, dashboard, metrics
 	if err != nil {
-		return fmt.Errorf("status socket: %w", err)
+		return err
 	}
 	defer api.Close()
 	healthDone := make(chan struct{})
