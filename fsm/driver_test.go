@@ -740,3 +740,37 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestDriverFailsJobOverLogLimit: output reaching the log limit fails the
+// job with that reason, even when the operation exits 0.
+func TestDriverFailsJobOverLogLimit(t *testing.T) {
+	r := newRig(t)
+	r.driver.Limits.MaxLogBytes = 10
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo far more than ten bytes"},{"type":"run","command":"echo never"}]}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "operation 0 was stopped: its output reached the 10-byte log limit") {
+		t.Fatalf("result %+v", res)
+	}
+	if len(res.Operations) != 1 {
+		t.Fatalf("operations %+v: the one after the limit ran", res.Operations)
+	}
+	r.verify()
+}
+
+// TestDriverScrubsOutputs: a secret the job writes into an output file is
+// scrubbed before the file is uploaded.
+func TestDriverScrubsOutputs(t *testing.T) {
+	r := newRig(t)
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"write output/leak.txt token=s3cr3t-value;"}],"env":{"TOKEN":"s3cr3t-value"}}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusSucceeded || len(res.Outputs) != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	got := string(r.store.get(t, res.Outputs[0].CID))
+	if got != "token="+jobdef.Redacted+";" || res.Outputs[0].Size != int64(len(got)) {
+		t.Fatalf("uploaded output %q (size %d)", got, res.Outputs[0].Size)
+	}
+	r.verify()
+}

@@ -63,6 +63,9 @@ type ContainerSpec struct {
 	// Labels are extra container labels; the hypernode.* labels are set by Create and
 	// cannot be overridden.
 	Labels map[string]string
+	// Egress is the container's network policy, EgressNone or EgressAllow; empty
+	// means the Runtime's (Config.Egress).
+	Egress string
 }
 
 // ContainerID names the container of one attempt at a job: "hn-<job>-<attempt>".
@@ -109,6 +112,9 @@ func (s ContainerSpec) Validate() error {
 			return bad("%s %d is negative", name, v)
 		}
 	}
+	if s.Egress != "" && s.Egress != EgressNone && s.Egress != EgressAllow {
+		return bad("egress %q is not %s or %s", s.Egress, EgressNone, EgressAllow)
+	}
 	if s.MemoryBytes > 0 && s.MemoryBytes < 4<<20 {
 		return bad("memory %d bytes is below the 4 MiB a container needs to start", s.MemoryBytes)
 	}
@@ -140,7 +146,8 @@ func validEnvKey(k string) bool {
 //     s.ShmBytes; containerd's default masked and read-only paths (/proc/kcore,
 //     /proc/sys, …) are kept;
 //   - memory limit s.MemoryBytes and pids limit s.PidsLimit (cgroup v1 and v2);
-//   - its own network namespace with no interface but lo (no egress), and its own pid,
+//   - its own network namespace with no interface but lo (no egress; with EgressAllow
+//     RunOp connects it to the public internet only, see EgressAllow), and its own pid,
 //     ipc, uts ("hypernode") and mount namespaces;
 //   - s.Env added to the image's environment.
 //
@@ -222,6 +229,12 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if s.Egress == "" {
+		s.Egress = r.egress
+	}
+	if err := CheckEgress(s.Egress); err != nil {
+		return fmt.Errorf("create %s: %w", s.ID, err)
+	}
 	ctx = r.ctx(ctx)
 	img, err := r.image(ctx, s.Image)
 	if err != nil {
@@ -276,6 +289,7 @@ func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.
 	labels[LabelManaged] = "true"
 	labels[LabelJob] = s.Job
 	labels[LabelAttempt] = strconv.Itoa(s.Attempt)
+	labels[LabelEgress] = s.Egress
 
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, SpecOpts(s)...)
 	return r.client.NewContainer(ctx, s.ID,
