@@ -275,7 +275,7 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 	fields := snap.Fields
 	for n, op := range def.Operations {
 		if code, ok := fields[opField(n, "exit")]; ok {
-			if code != "0" || fields[opField(n, "limit")] != "" {
+			if code != "0" || fields[opField(n, "limit")] != "" || fields[opField(n, "oom")] == "1" {
 				status, reason = failure(fields, n)
 				break
 			}
@@ -362,7 +362,9 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 			fields[k] = v
 		}
 		d.Log.Info().Str("job", key).Int("op", n).Str("exit", progress[opField(n, "exit")]).Msg("operation ended")
-		if progress[opField(n, "exit")] != "0" || progress[opField(n, "limit")] != "" {
+		// A process OOM-killed fails the job even when the operation's
+		// main process carried on and exited 0: its work is incomplete.
+		if progress[opField(n, "exit")] != "0" || progress[opField(n, "limit")] != "" || progress[opField(n, "oom")] == "1" {
 			status, reason = failure(fields, n)
 			break
 		}
@@ -416,7 +418,7 @@ func failure(fields map[string]string, n int) (status, reason string) {
 	case fields[opField(n, "timeout")] == "1":
 		return jobdef.StatusTimeout, fmt.Sprintf("operation %d was killed at the job's deadline", n)
 	case fields[opField(n, "oom")] == "1":
-		return jobdef.StatusFailed, fmt.Sprintf("operation %d was killed: out of memory (OOM)", n)
+		return jobdef.StatusFailed, fmt.Sprintf("operation %d: a process was killed: out of memory (OOM)", n)
 	case fields[opField(n, "error")] != "":
 		return jobdef.StatusFailed, fmt.Sprintf("operation %d failed: %s", n, fields[opField(n, "error")])
 	}

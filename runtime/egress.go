@@ -35,6 +35,8 @@ const (
 	// EgressCIDR is the container side of the user-mode network: the container is
 	// .100, the gateway .2 (the host, its loopback refused), DNS .3.
 	EgressCIDR = "10.0.2.0/24"
+	// egressDNS is the NAT's DNS forwarder, written to the container's resolv.conf.
+	egressDNS = "10.0.2.3"
 )
 
 // blockedRanges are unreachable from a container with EgressAllow: every range that

@@ -66,6 +66,10 @@ type ContainerSpec struct {
 	// Egress is the container's network policy, EgressNone or EgressAllow; empty
 	// means the Runtime's (Config.Egress).
 	Egress string
+	// ResolvConf is a host file bound read-only at /etc/resolv.conf; with EgressAllow
+	// Create writes one naming the NAT's DNS forwarder (resolv.conf beside the
+	// workspace) when this is empty.
+	ResolvConf string
 }
 
 // ContainerID names the container of one attempt at a job: "hn-<job>-<attempt>".
@@ -179,6 +183,7 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 				Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(tmp, 10)},
 			},
 		}),
+		withResolvConf(s.ResolvConf),
 		oci.WithDevShmSize((shm + 1023) / 1024),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithPidsLimit(pids),
@@ -190,6 +195,15 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 		oci.WithHostname(Hostname),
 		oci.WithEnv(s.Env),
 	}
+}
+
+// withResolvConf binds path read-only at /etc/resolv.conf; "" adds nothing.
+func withResolvConf(path string) oci.SpecOpts {
+	if path == "" {
+		return func(context.Context, oci.Client, *containers.Container, *oci.Spec) error { return nil }
+	}
+	return oci.WithMounts([]specs.Mount{{Destination: "/etc/resolv.conf", Type: "bind", Source: path,
+		Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "rprivate"}}})
 }
 
 func orDefault(v, d int64) int64 {
@@ -248,6 +262,12 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 		return fmt.Errorf("create %s: workspace %s is not a directory: %w", s.ID, ws, ErrInvalid)
 	}
 	s.Workspace = ws
+	if s.Egress == EgressAllow && s.ResolvConf == "" {
+		s.ResolvConf = filepath.Join(filepath.Dir(ws), "resolv.conf")
+		if err := os.WriteFile(s.ResolvConf, []byte("nameserver "+egressDNS+"\n"), 0o644); err != nil {
+			return fmt.Errorf("create %s: resolv.conf: %w", s.ID, err)
+		}
+	}
 
 	c, err := r.existing(ctx, s.ID, img.Name())
 	if errdefs.IsNotFound(err) {

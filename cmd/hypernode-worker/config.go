@@ -59,6 +59,7 @@ type Config struct {
 	QuarantineJournal   bool             // --quarantine-corrupt-journal
 	KeypairDefault      bool             // KEYPAIR_PATH was not given: the local market's node key, created when missing
 	WorkspaceLimitBytes int64            // WORKSPACE_LIMIT_MB
+	Sandbox             SandboxConfig    // EGRESS_POLICY, LOG_LIMIT_MB, MODEL_CACHE_*
 }
 
 // regularFile checks that path names a readable regular file.
@@ -249,6 +250,9 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		return nil, usageErr("WORKSPACE_LIMIT_MB %q is not a number of MiB from 1 to 16777216", raw["WORKSPACE_LIMIT_MB"])
 	}
 	c.WorkspaceLimitBytes = mb << 20
+	if err := parseSandboxConfig(c, raw); err != nil {
+		return nil, err
+	}
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:
@@ -270,6 +274,9 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		}
 		c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
 		c.KeypairDefault = true
+	}
+	if c.Sandbox.ModelCacheDir == "" {
+		c.Sandbox.ModelCacheDir = filepath.Join(c.DataDir, "models")
 	}
 	return c, nil
 }

@@ -161,9 +161,11 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 func (w *worker) driver() *fsm.Driver {
 	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: w.cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
 		uploader: &ipfs.Uploader{APIURL: w.cfg.UploadURL}}
-	return &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
+	d := &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
 		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
-		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes}}
+		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes, MaxLogBytes: w.cfg.Sandbox.LogLimitBytes}}
+	w.sandbox(d)
+	return d
 }
 
 // maxDefinitionBytes bounds a fetched job definition.
@@ -301,7 +303,8 @@ func (w *worker) startLocalnet(ctx context.Context) error {
 }
 
 func (w *worker) connectRuntime(ctx context.Context) error {
-	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress})
+	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress,
+		LogLimitBytes: w.cfg.Sandbox.LogLimitBytes, Egress: w.cfg.Sandbox.Egress})
 	if err != nil {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
 	}
