@@ -104,4 +104,3 @@ func TestEgressPolicies(t *testing.T) {
 		}
 	})
 }
-
