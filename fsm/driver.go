@@ -61,6 +61,10 @@ type ContainerSpec struct {
 	Env         []string // KEY=VALUE, may hold secrets
 	MemoryBytes int64
 	PidsLimit   int64
+	// ModelDir is the model cache directory to mount at /models (read-only
+	// when ModelReadOnly); "" for none.
+	ModelDir      string
+	ModelReadOnly bool
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -105,6 +109,24 @@ type WorkspaceFS interface {
 	// Full says whether the mounted dir has (almost) no room left.
 	Full(dir string) (bool, error)
 }
+
+// ModelCache is the shared model cache (implemented by runtime/modelcache).
+type ModelCache interface {
+	// Acquire gives job the cache directory of model: read-only when sealed,
+	// read-write for the job that populates it. An error means the job runs
+	// without the cache.
+	Acquire(model, job string) (dir string, readOnly bool, err error)
+	// Finish releases what job holds; the model it populated is sealed when
+	// succeeded, discarded otherwise. Idempotent.
+	Finish(job string, succeeded bool) error
+}
+
+// EnvModelDir names the model cache's mount point in a job's environment,
+// when the cache is mounted.
+const EnvModelDir = "HYPERNODE_MODEL_DIR"
+
+// ModelsDir is where the model cache appears in the container.
+const ModelsDir = "/models"
 
 // ContainerState is what containerd knows of a container.
 type ContainerState struct {
@@ -173,6 +195,9 @@ type Driver struct {
 	// Limits.MaxWorkspaceBytes (a filesystem of that size); nil leaves only
 	// the periodic size check of the watcher.
 	Workspaces WorkspaceFS
+	// Models, when set, is the shared model cache mounted into jobs whose
+	// definition names a model.
+	Models ModelCache
 
 	// WatchInterval is how often the job account is checked while an
 	// operation runs, so that a job timed out, stopped or taken away on

@@ -774,3 +774,48 @@ func TestDriverScrubsOutputs(t *testing.T) {
 	}
 	r.verify()
 }
+
+type fakeModels struct {
+	mu       sync.Mutex
+	acquired map[string]string // job -> model
+	finished map[string]bool   // job -> succeeded
+}
+
+func (f *fakeModels) Acquire(model, job string) (string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.acquired[job] = model
+	return "/cache/" + model, false, nil
+}
+
+func (f *fakeModels) Finish(job string, ok bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, done := f.finished[job]; !done {
+		f.finished[job] = ok
+	}
+	return nil
+}
+
+// TestDriverModelCache: a job naming a model gets the cache mounted and its
+// path in the environment; the cache learns whether the job succeeded.
+func TestDriverModelCache(t *testing.T) {
+	for _, tc := range []struct {
+		cmd string
+		ok  bool
+	}{{"echo fine", true}, {"exit 2", false}} {
+		r := newRig(t)
+		m := &fakeModels{acquired: map[string]string{}, finished: map[string]bool{}}
+		r.driver.Models = m
+		job := r.post(`{` + imageField + `,"model":"org/llm","operations":[{"type":"run","command":"` + tc.cmd + `"}]}`)
+		r.run(job)
+		spec := r.rt.created[ContainerID(job.String(), 1)]
+		if spec.ModelDir != "/cache/org/llm" || spec.ModelReadOnly || !contains(spec.Env, EnvModelDir+"="+ModelsDir) {
+			t.Fatalf("spec %+v", spec)
+		}
+		if ok, done := m.finished[job.String()]; !done || ok != tc.ok || m.acquired[job.String()] != "org/llm" {
+			t.Fatalf("%s: finished %v %v, acquired %q", tc.cmd, ok, done, m.acquired[job.String()])
+		}
+		r.verify()
+	}
+}

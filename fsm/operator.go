@@ -24,6 +24,13 @@ func (d *Driver) cleanup(ctx context.Context, snap journal.Snapshot) {
 			d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove container (the reaper will retry)")
 		}
 	}
+	if d.Models != nil {
+		// A population not sealed by now (failed, abandoned, crashed) is
+		// discarded; a sealed model the job used is released.
+		if err := d.Models.Finish(snap.Job, false); err != nil {
+			d.Log.Warn().Err(err).Str("job", snap.Job).Msg("model cache")
+		}
+	}
 	if err := d.removeWorkspace(snap.Job); err != nil {
 		d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove workspace")
 	}

@@ -206,6 +206,16 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
 		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
 		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
+	if d.Models != nil && def.Model != "" {
+		dir, ro, err := d.Models.Acquire(def.Model, key)
+		if err != nil {
+			d.Log.Warn().Err(err).Str("job", key).Str("model", def.Model).Msg("model cache not mounted")
+		} else {
+			spec.ModelDir, spec.ModelReadOnly = dir, ro
+			spec.Env = append(spec.Env, EnvModelDir+"="+ModelsDir)
+			d.Log.Info().Str("job", key).Str("model", def.Model).Bool("read_only", ro).Msg("model cache mounted")
+		}
+	}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)
 	}
@@ -378,6 +388,11 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 	}
 	if err := d.Runtime.Remove(ctx, ci.ID); err != nil {
 		d.Log.Warn().Err(err).Str("job", key).Str("container", ci.ID).Msg("remove container (the reaper will retry)")
+	} else if d.Models != nil {
+		// Sealed only once no process of the job can write to it any more.
+		if err := d.Models.Finish(key, res.Status == jobdef.StatusSucceeded); err != nil {
+			d.Log.Warn().Err(err).Str("job", key).Msg("model cache")
+		}
 	}
 	return nil
 }

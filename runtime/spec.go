@@ -29,6 +29,8 @@ const (
 	// WorkspaceDir is where ContainerSpec.Workspace appears in the container, and the
 	// default working directory of an Op.
 	WorkspaceDir = "/workspace"
+	// ModelsDir is where ContainerSpec.ModelDir appears in the container.
+	ModelsDir = "/models"
 	// Hostname is the container's host name (its own UTS namespace): the host's name is
 	// not leaked.
 	Hostname = "hypernode"
@@ -66,6 +68,12 @@ type ContainerSpec struct {
 	// Egress is the container's network policy, EgressNone or EgressAllow; empty
 	// means the Runtime's (Config.Egress).
 	Egress string
+	// ModelDir, when set, is an absolute host directory bound at ModelsDir (nosuid,
+	// nodev): read-only when ModelReadOnly (a sealed model of the cache), else
+	// read-write and given to the container's user like the workspace (the job
+	// populating the cache).
+	ModelDir      string
+	ModelReadOnly bool
 	// ResolvConf is a host file bound read-only at /etc/resolv.conf; with EgressAllow
 	// Create writes one naming the NAT's DNS forwarder (resolv.conf beside the
 	// workspace) when this is empty.
@@ -100,6 +108,9 @@ func (s ContainerSpec) Validate() error {
 	}
 	if filepath.Clean(s.Workspace) == "/" {
 		return bad("workspace must not be /")
+	}
+	if s.ModelDir != "" && (!filepath.IsAbs(s.ModelDir) || filepath.Clean(s.ModelDir) == "/") {
+		return bad("model directory %q is not an absolute path below /", s.ModelDir)
 	}
 	for i, kv := range s.Env {
 		key, _, ok := strings.Cut(kv, "=")
@@ -184,6 +195,7 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 			},
 		}),
 		withResolvConf(s.ResolvConf),
+		withModels(s.ModelDir, s.ModelReadOnly),
 		oci.WithDevShmSize((shm + 1023) / 1024),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithPidsLimit(pids),
@@ -195,6 +207,19 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 		oci.WithHostname(Hostname),
 		oci.WithEnv(s.Env),
 	}
+}
+
+// withModels binds dir at ModelsDir, read-only when ro; "" adds nothing.
+func withModels(dir string, ro bool) oci.SpecOpts {
+	if dir == "" {
+		return func(context.Context, oci.Client, *containers.Container, *oci.Spec) error { return nil }
+	}
+	mode := "rw"
+	if ro {
+		mode = "ro"
+	}
+	return oci.WithMounts([]specs.Mount{{Destination: ModelsDir, Type: "bind", Source: filepath.Clean(dir),
+		Options: []string{"bind", mode, "nosuid", "nodev", "rprivate"}}})
 }
 
 // withResolvConf binds path read-only at /etc/resolv.conf; "" adds nothing.
@@ -286,6 +311,11 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
 	if err := chownTree(ws, uid, gid); err != nil {
 		return fmt.Errorf("create %s: give the workspace to %d:%d: %w", s.ID, uid, gid, err)
+	}
+	if s.ModelDir != "" && !s.ModelReadOnly {
+		if err := chownTree(s.ModelDir, uid, gid); err != nil {
+			return fmt.Errorf("create %s: give the model directory to %d:%d: %w", s.ID, uid, gid, err)
+		}
 	}
 	return nil
 }

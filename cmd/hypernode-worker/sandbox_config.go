@@ -6,6 +6,7 @@ import (
 
 	"github.com/hypernode-sol/worker/fsm"
 	"github.com/hypernode-sol/worker/runtime"
+	"github.com/hypernode-sol/worker/runtime/modelcache"
 	"github.com/hypernode-sol/worker/runtime/workspacefs"
 )
 
@@ -59,7 +60,15 @@ func (w *worker) sandbox(d *fsm.Driver) {
 	} else {
 		d.Workspaces = workspaceFS{}
 	}
-	w.log.Info().Str("egress", w.cfg.Sandbox.Egress).Int64("workspace_limit_bytes", w.cfg.WorkspaceLimitBytes).
+	if lim := w.cfg.Sandbox.ModelCacheLimitBytes; lim > 0 {
+		c, err := modelcache.Open(w.cfg.Sandbox.ModelCacheDir, lim)
+		if err != nil {
+			w.log.Warn().Err(err).Msg("model cache off")
+		} else {
+			d.Models = modelCache{c}
+		}
+	}
+	w.log.Info().Str("egress", w.cfg.Sandbox.Egress).Bool("model_cache", d.Models != nil).Int64("workspace_limit_bytes", w.cfg.WorkspaceLimitBytes).
 		Int64("log_limit_bytes", w.cfg.Sandbox.LogLimitBytes).Bool("workspace_cap", d.Workspaces != nil).Msg("sandbox")
 }
 

@@ -370,6 +370,7 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
 		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
+		ModelDir: s.ModelDir, ModelReadOnly: s.ModelReadOnly,
 		Labels: map[string]string{fsm.LabelNode: s.Node}})
 }
 
