@@ -50,7 +50,7 @@ func shJob(timeout int, cmds ...string) map[string]any {
 }
 
 // postDefinition writes def to a file and posts it on the worker's localnet.
-func (w *workerProc) postDefinition(t *testing.T, def map[string]any) solana.PublicKey {
+func (w *workerProc) postDefinition(t testing.TB, def map[string]any) solana.PublicKey {
 	t.Helper()
 	b, err := json.Marshal(def)
 	if err != nil {
