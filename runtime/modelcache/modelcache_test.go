@@ -187,3 +187,31 @@ func TestOpenRejects(t *testing.T) {
 		t.Error("zero budget accepted")
 	}
 }
+
+// FuzzIndex: whatever index.json holds, List neither panics nor accepts an
+// entry outside the cache: it answers, or fails with ErrCorrupt.
+func FuzzIndex(f *testing.F) {
+	f.Add([]byte(`{"version":1,"entries":{}}`))
+	f.Add([]byte(`{"version":1,"entries":{"m":{"model":"m","state":"sealed","dir":"sha256-` + strings.Repeat("a", 64) + `"}}}`))
+	f.Add([]byte(`{"version":1,"entries":{"m":{"model":"m","dir":"pop-../../../../etc/passwd"}}}`))
+	f.Add([]byte(`null`))
+	dir := f.TempDir()
+	c, err := Open(dir, 1<<20)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, "index.json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		es, err := c.List()
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("List = %v, want ErrCorrupt", err)
+		}
+		for _, e := range es {
+			if !validDir(e.Dir) || strings.Contains(e.Dir, "/") {
+				t.Fatalf("entry dir %q accepted", e.Dir)
+			}
+		}
+	})
+}
