@@ -61,6 +61,10 @@ type ContainerSpec struct {
 	Env         []string // KEY=VALUE, may hold secrets
 	MemoryBytes int64
 	PidsLimit   int64
+	// ModelDir is the model cache directory to mount at /models (read-only
+	// when ModelReadOnly); "" for none.
+	ModelDir      string
+	ModelReadOnly bool
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -92,6 +96,37 @@ type Runtime interface {
 	// List returns the IDs of the containers labelled as the worker's.
 	List(ctx context.Context) ([]string, error)
 }
+
+// WorkspaceFS caps a job's workspace directory with a filesystem of its own
+// (implemented by runtime/workspacefs).
+type WorkspaceFS interface {
+	// Mount makes dir the root of a filesystem of size bytes kept in the
+	// file image; an existing image is mounted as it is, a mounted dir left
+	// alone.
+	Mount(dir, image string, bytes int64) error
+	// Unmount unmounts dir if it is mounted.
+	Unmount(dir string) error
+	// Full says whether the mounted dir has (almost) no room left.
+	Full(dir string) (bool, error)
+}
+
+// ModelCache is the shared model cache (implemented by runtime/modelcache).
+type ModelCache interface {
+	// Acquire gives job the cache directory of model: read-only when sealed,
+	// read-write for the job that populates it. An error means the job runs
+	// without the cache.
+	Acquire(model, job string) (dir string, readOnly bool, err error)
+	// Finish releases what job holds; the model it populated is sealed when
+	// succeeded, discarded otherwise. Idempotent.
+	Finish(job string, succeeded bool) error
+}
+
+// EnvModelDir names the model cache's mount point in a job's environment,
+// when the cache is mounted.
+const EnvModelDir = "HYPERNODE_MODEL_DIR"
+
+// ModelsDir is where the model cache appears in the container.
+const ModelsDir = "/models"
 
 // ContainerState is what containerd knows of a container.
 type ContainerState struct {
@@ -128,11 +163,15 @@ type Limits struct {
 	// ImageAttempts is how many times pulling a job's image may fail before
 	// the job fails.
 	ImageAttempts int
+	// MaxLogBytes is the most output one operation may write (the runtime's
+	// log writer keeps no more); an operation whose log reaches it is
+	// stopped and the job fails.
+	MaxLogBytes int64
 }
 
 // DefaultLimits are used for zero fields of Driver.Limits.
 var DefaultLimits = Limits{MemoryBytes: 2 << 30, PidsLimit: 256, MaxOutputFiles: 1000, MaxOutputBytes: 1 << 30, LogTailBytes: 4096,
-	MaxWorkspaceBytes: 10 << 30, ImageAttempts: 5}
+	MaxWorkspaceBytes: 10 << 30, ImageAttempts: 5, MaxLogBytes: 64 << 20}
 
 // Driver moves jobs through the lifecycle, journaling every step.
 type Driver struct {
@@ -151,6 +190,14 @@ type Driver struct {
 	RetryMin, RetryMax time.Duration
 	mu                 sync.Mutex
 	imageFailures      map[string]int // job -> failed image pulls since this process started
+
+	// Workspaces, when set, gives each job's workspace a hard cap of
+	// Limits.MaxWorkspaceBytes (a filesystem of that size); nil leaves only
+	// the periodic size check of the watcher.
+	Workspaces WorkspaceFS
+	// Models, when set, is the shared model cache mounted into jobs whose
+	// definition names a model.
+	Models ModelCache
 
 	// WatchInterval is how often the job account is checked while an
 	// operation runs, so that a job timed out, stopped or taken away on
@@ -197,6 +244,9 @@ func (d *Driver) limits() Limits {
 	}
 	if l.ImageAttempts == 0 {
 		l.ImageAttempts = DefaultLimits.ImageAttempts
+	}
+	if l.MaxLogBytes == 0 {
+		l.MaxLogBytes = DefaultLimits.MaxLogBytes
 	}
 	return l
 }

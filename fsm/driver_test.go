@@ -740,3 +740,82 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestDriverFailsJobOverLogLimit: output reaching the log limit fails the
+// job with that reason, even when the operation exits 0.
+func TestDriverFailsJobOverLogLimit(t *testing.T) {
+	r := newRig(t)
+	r.driver.Limits.MaxLogBytes = 10
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo far more than ten bytes"},{"type":"run","command":"echo never"}]}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "operation 0 was stopped: its output reached the 10-byte log limit") {
+		t.Fatalf("result %+v", res)
+	}
+	if len(res.Operations) != 1 {
+		t.Fatalf("operations %+v: the one after the limit ran", res.Operations)
+	}
+	r.verify()
+}
+
+// TestDriverScrubsOutputs: a secret the job writes into an output file is
+// scrubbed before the file is uploaded.
+func TestDriverScrubsOutputs(t *testing.T) {
+	r := newRig(t)
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"write output/leak.txt token=s3cr3t-value;"}],"env":{"TOKEN":"s3cr3t-value"}}`)
+	r.run(job)
+	res := r.result(job)
+	if res.Status != jobdef.StatusSucceeded || len(res.Outputs) != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	got := string(r.store.get(t, res.Outputs[0].CID))
+	if got != "token="+jobdef.Redacted+";" || res.Outputs[0].Size != int64(len(got)) {
+		t.Fatalf("uploaded output %q (size %d)", got, res.Outputs[0].Size)
+	}
+	r.verify()
+}
+
+type fakeModels struct {
+	mu       sync.Mutex
+	acquired map[string]string // job -> model
+	finished map[string]bool   // job -> succeeded
+}
+
+func (f *fakeModels) Acquire(model, job string) (string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.acquired[job] = model
+	return "/cache/" + model, false, nil
+}
+
+func (f *fakeModels) Finish(job string, ok bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, done := f.finished[job]; !done {
+		f.finished[job] = ok
+	}
+	return nil
+}
+
+// TestDriverModelCache: a job naming a model gets the cache mounted and its
+// path in the environment; the cache learns whether the job succeeded.
+func TestDriverModelCache(t *testing.T) {
+	for _, tc := range []struct {
+		cmd string
+		ok  bool
+	}{{"echo fine", true}, {"exit 2", false}} {
+		r := newRig(t)
+		m := &fakeModels{acquired: map[string]string{}, finished: map[string]bool{}}
+		r.driver.Models = m
+		job := r.post(`{` + imageField + `,"model":"org/llm","operations":[{"type":"run","command":"` + tc.cmd + `"}]}`)
+		r.run(job)
+		spec := r.rt.created[ContainerID(job.String(), 1)]
+		if spec.ModelDir != "/cache/org/llm" || spec.ModelReadOnly || !contains(spec.Env, EnvModelDir+"="+ModelsDir) {
+			t.Fatalf("spec %+v", spec)
+		}
+		if ok, done := m.finished[job.String()]; !done || ok != tc.ok || m.acquired[job.String()] != "org/llm" {
+			t.Fatalf("%s: finished %v %v, acquired %q", tc.cmd, ok, done, m.acquired[job.String()])
+		}
+		r.verify()
+	}
+}

@@ -24,7 +24,14 @@ func (d *Driver) cleanup(ctx context.Context, snap journal.Snapshot) {
 			d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove container (the reaper will retry)")
 		}
 	}
-	if err := os.RemoveAll(d.workspace(snap.Job)); err != nil {
+	if d.Models != nil {
+		// A population not sealed by now (failed, abandoned, crashed) is
+		// discarded; a sealed model the job used is released.
+		if err := d.Models.Finish(snap.Job, false); err != nil {
+			d.Log.Warn().Err(err).Str("job", snap.Job).Msg("model cache")
+		}
+	}
+	if err := d.removeWorkspace(snap.Job); err != nil {
 		d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove workspace")
 	}
 }
@@ -35,12 +42,28 @@ func (d *Driver) cleanupJob(ctx context.Context, job string) {
 	}
 }
 
+// limitError: the job broke a limit of Limits while an operation ran; the
+// operation is stopped and the job fails with Error() as its reason.
+type limitError interface {
+	error
+	limitBroken()
+}
+
 // errWorkspaceFull: the job wrote more than Limits.MaxWorkspaceBytes.
 type errWorkspaceFull struct{ limit int64 }
 
 func (e errWorkspaceFull) Error() string {
 	return fmt.Sprintf("the job's workspace exceeded its %d-byte limit", e.limit)
 }
+func (errWorkspaceFull) limitBroken() {}
+
+// errLogFull: an operation wrote Limits.MaxLogBytes of output or more.
+type errLogFull struct{ limit int64 }
+
+func (e errLogFull) Error() string {
+	return fmt.Sprintf("its output reached the %d-byte log limit", e.limit)
+}
+func (errLogFull) limitBroken() {}
 
 // workspaceBytes sums the sizes of the files under dir (symlinks not
 // followed), stopping once the sum passes limit.
@@ -61,12 +84,32 @@ func workspaceBytes(dir string, limit int64) int64 {
 	return total
 }
 
-// watch checks, every WatchInterval until stop is closed, the job account
-// and the workspace's size. It calls cancel and returns an errAbandon when
-// the chain no longer has the job running for this node, or an
-// errWorkspaceFull when the job wrote past its limit; nil otherwise.
-func (d *Driver) watch(job solana.PublicKey, stop <-chan struct{}, cancel context.CancelFunc) error {
-	limit := d.limits().MaxWorkspaceBytes
+// overLimit says which limit, if any, operation n of job has broken: its log
+// reached Limits.MaxLogBytes, its capped workspace is full, or the files in
+// its workspace exceed Limits.MaxWorkspaceBytes.
+func (d *Driver) overLimit(job string, n int) limitError {
+	lim := d.limits()
+	if info, err := os.Stat(d.logPath(job, n)); err == nil && info.Size() >= lim.MaxLogBytes {
+		return errLogFull{lim.MaxLogBytes}
+	}
+	ws := d.workspace(job)
+	if d.Workspaces != nil {
+		if full, err := d.Workspaces.Full(ws); err == nil && full {
+			return errWorkspaceFull{lim.MaxWorkspaceBytes}
+		}
+	}
+	if workspaceBytes(ws, lim.MaxWorkspaceBytes) > lim.MaxWorkspaceBytes {
+		return errWorkspaceFull{lim.MaxWorkspaceBytes}
+	}
+	return nil
+}
+
+// watch checks, every WatchInterval until stop is closed, the job account,
+// the workspace's size and the size of operation n's log. It
+// calls cancel and returns an errAbandon when the chain no longer has the
+// job running for this node, or a limitError when the job broke a limit;
+// nil otherwise.
+func (d *Driver) watch(job solana.PublicKey, n int, stop <-chan struct{}, cancel context.CancelFunc) error {
 	every := d.WatchInterval
 	if every <= 0 {
 		every = 10 * time.Second
@@ -88,12 +131,43 @@ func (d *Driver) watch(job solana.PublicKey, stop <-chan struct{}, cancel contex
 			cancel()
 			return err
 		}
-		if workspaceBytes(d.workspace(job.String()), limit) > limit {
-			d.Log.Warn().Str("job", job.String()).Int64("limit_bytes", limit).Msg("workspace over its limit; stopping the job")
+		if over := d.overLimit(job.String(), n); over != nil {
+			d.Log.Warn().Str("job", job.String()).Str("limit", over.Error()).Msg("job over a limit; stopping it")
 			cancel()
-			return errWorkspaceFull{limit}
+			return over
 		}
 	}
+}
+
+// mountWorkspace gives the job's workspace its hard cap (Driver.Workspaces)
+// when it has none yet. Without one (no free loop device, say) the job runs
+// under the watcher's periodic size check alone.
+func (d *Driver) mountWorkspace(job string) {
+	if d.Workspaces == nil {
+		return
+	}
+	lim := d.limits().MaxWorkspaceBytes
+	if err := d.Workspaces.Mount(d.workspace(job), d.workspaceImage(job), lim); err != nil {
+		d.Log.Warn().Err(err).Str("job", job).Msg("workspace cap unavailable; relying on the periodic size check")
+	}
+}
+
+// removeWorkspace unmounts the job's workspace when capped and removes it
+// with its filesystem image.
+func (d *Driver) removeWorkspace(job string) error {
+	ws := d.workspace(job)
+	if d.Workspaces != nil {
+		if err := d.Workspaces.Unmount(ws); err != nil {
+			return fmt.Errorf("unmount workspace: %w", err)
+		}
+	}
+	if err := os.RemoveAll(ws); err != nil {
+		return err
+	}
+	if err := os.Remove(d.workspaceImage(job)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // ErrTerminal is returned by operator actions on a job that has ended.
@@ -392,7 +466,7 @@ func (r *Reaper) Reap(ctx context.Context) ([]string, error) {
 		switch {
 		case known && State(s.State).Terminal():
 			if _, err := os.Stat(ws); err == nil {
-				if err := os.RemoveAll(ws); err == nil {
+				if err := d.removeWorkspace(e.Name()); err == nil {
 					removed = append(removed, "workspace "+ws)
 				}
 			}
@@ -402,6 +476,11 @@ func (r *Reaper) Reap(ctx context.Context) ([]string, error) {
 				continue
 			}
 			dir := d.JobDir(e.Name())
+			if d.Workspaces != nil {
+				if err := d.Workspaces.Unmount(ws); err != nil {
+					continue
+				}
+			}
 			if err := os.RemoveAll(dir); err == nil {
 				d.Log.Info().Str("dir", dir).Msg("reaped a job directory the journal does not know")
 				removed = append(removed, "job directory "+dir)

@@ -206,6 +206,16 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
 		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
 		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
+	if d.Models != nil && def.Model != "" {
+		dir, ro, err := d.Models.Acquire(def.Model, key)
+		if err != nil {
+			d.Log.Warn().Err(err).Str("job", key).Str("model", def.Model).Msg("model cache not mounted")
+		} else {
+			spec.ModelDir, spec.ModelReadOnly = dir, ro
+			spec.Env = append(spec.Env, EnvModelDir+"="+ModelsDir)
+			d.Log.Info().Str("job", key).Str("model", def.Model).Bool("read_only", ro).Msg("model cache mounted")
+		}
+	}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)
 	}
@@ -221,6 +231,11 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 func ContainerID(job string, attempt int) string { return fmt.Sprintf("hn-%s-%d", job, attempt) }
 
 func (d *Driver) workspace(job string) string { return filepath.Join(d.JobDir(job), "workspace") }
+
+// workspaceImage holds the filesystem of a capped workspace (Driver.Workspaces).
+func (d *Driver) workspaceImage(job string) string {
+	return filepath.Join(d.JobDir(job), "workspace.img")
+}
 func (d *Driver) logPath(job string, n int) string {
 	return filepath.Join(d.JobDir(job), "logs", fmt.Sprintf("op-%d.log", n))
 }
@@ -228,14 +243,18 @@ func (d *Driver) logPath(job string, n int) string {
 func (d *Driver) prepareWorkspace(job string, def *jobdef.Definition) error {
 	ws := d.workspace(job)
 	// A previous attempt's files are not carried over.
-	if err := os.RemoveAll(ws); err != nil {
+	if err := d.removeWorkspace(job); err != nil {
 		return err
 	}
 	rel, err := filepath.Rel(jobdef.WorkspaceDir, def.Outputs)
 	if err != nil {
 		return err
 	}
-	for _, dir := range []string{ws, filepath.Join(ws, rel), filepath.Join(d.JobDir(job), "logs")} {
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		return err
+	}
+	d.mountWorkspace(job)
+	for _, dir := range []string{filepath.Join(ws, rel), filepath.Join(d.JobDir(job), "logs")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -260,11 +279,13 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 	if ci == nil {
 		return fmt.Errorf("%w: job %s is running without a container intent", journal.ErrCorrupt, key)
 	}
+	// After a host reboot the capped workspace is remounted from its image.
+	d.mountWorkspace(key)
 	status, reason := jobdef.StatusSucceeded, ""
 	fields := snap.Fields
 	for n, op := range def.Operations {
 		if code, ok := fields[opField(n, "exit")]; ok {
-			if code != "0" {
+			if code != "0" || fields[opField(n, "limit")] != "" || fields[opField(n, "oom")] == "1" {
 				status, reason = failure(fields, n)
 				break
 			}
@@ -284,30 +305,33 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 		d.Log.Info().Str("job", key).Int("op", n).Str("container", ci.ID).Msg("operation running")
 		opCtx, cancel := context.WithDeadline(ctx, ci.Deadline)
 		stop, watched := make(chan struct{}), make(chan error, 1)
-		go func() { watched <- d.watch(job, stop, cancel) }()
+		go func() { watched <- d.watch(job, n, stop, cancel) }()
 		exit, err := d.Runtime.RunOp(opCtx, ci.ID, n, Op{Argv: op.Argv, Workdir: op.Workdir}, d.logPath(key, n))
 		close(stop)
 		gone := <-watched
 		timedOut := err != nil && ctx.Err() == nil && opCtx.Err() == context.DeadlineExceeded
 		cancel()
-		var full errWorkspaceFull
+		var over limitError
 		if gone != nil && err != nil && !timedOut {
-			// The chain took the job away, or the job filled its workspace:
-			// stop it there.
+			// The chain took the job away, or the job broke a limit: stop
+			// it there.
 			if kerr := d.Runtime.Kill(ctx, ci.ID); kerr != nil {
 				d.Log.Warn().Err(kerr).Str("container", ci.ID).Msg("kill")
 			}
-			if !errors.As(gone, &full) {
+			if !errors.As(gone, &over) {
 				return gone
 			}
 		}
 		if err == nil {
 			failpoint.Hit(failpoint.OpAfterExit)
+			// The operation may have ended before the watcher saw it
+			// break a limit.
+			over = d.overLimit(key, n)
 		}
 		progress := map[string]string{}
-		if full.limit > 0 {
+		if over != nil && err != nil {
 			progress[opField(n, "exit")] = "137"
-			progress[opField(n, "error")] = full.Error()
+			progress[opField(n, "limit")] = over.Error()
 		} else if timedOut {
 			if err := d.Runtime.Kill(ctx, ci.ID); err != nil {
 				return fmt.Errorf("kill %s at its deadline: %w", ci.ID, err)
@@ -329,6 +353,9 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 			if exit.OOMKilled {
 				progress[opField(n, "oom")] = "1"
 			}
+			if over != nil {
+				progress[opField(n, "limit")] = over.Error()
+			}
 		}
 		if started, err := time.Parse(time.RFC3339Nano, fields[opField(n, "started")]); err == nil {
 			end := d.now()
@@ -345,7 +372,9 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 			fields[k] = v
 		}
 		d.Log.Info().Str("job", key).Int("op", n).Str("exit", progress[opField(n, "exit")]).Msg("operation ended")
-		if progress[opField(n, "exit")] != "0" {
+		// A process OOM-killed fails the job even when the operation's
+		// main process carried on and exited 0: its work is incomplete.
+		if progress[opField(n, "exit")] != "0" || progress[opField(n, "limit")] != "" || progress[opField(n, "oom")] == "1" {
 			status, reason = failure(fields, n)
 			break
 		}
@@ -359,6 +388,11 @@ func (d *Driver) run(ctx context.Context, job solana.PublicKey, snap journal.Sna
 	}
 	if err := d.Runtime.Remove(ctx, ci.ID); err != nil {
 		d.Log.Warn().Err(err).Str("job", key).Str("container", ci.ID).Msg("remove container (the reaper will retry)")
+	} else if d.Models != nil {
+		// Sealed only once no process of the job can write to it any more.
+		if err := d.Models.Finish(key, res.Status == jobdef.StatusSucceeded); err != nil {
+			d.Log.Warn().Err(err).Str("job", key).Msg("model cache")
+		}
 	}
 	return nil
 }
@@ -394,10 +428,12 @@ func (d *Driver) resumeUpload(ctx context.Context, job string, from State, event
 func failure(fields map[string]string, n int) (status, reason string) {
 	code := fields[opField(n, "exit")]
 	switch {
+	case fields[opField(n, "limit")] != "":
+		return jobdef.StatusFailed, fmt.Sprintf("operation %d was stopped: %s", n, fields[opField(n, "limit")])
 	case fields[opField(n, "timeout")] == "1":
 		return jobdef.StatusTimeout, fmt.Sprintf("operation %d was killed at the job's deadline", n)
 	case fields[opField(n, "oom")] == "1":
-		return jobdef.StatusFailed, fmt.Sprintf("operation %d was killed: out of memory (OOM)", n)
+		return jobdef.StatusFailed, fmt.Sprintf("operation %d: a process was killed: out of memory (OOM)", n)
 	case fields[opField(n, "error")] != "":
 		return jobdef.StatusFailed, fmt.Sprintf("operation %d failed: %s", n, fields[opField(n, "error")])
 	}
@@ -468,7 +504,8 @@ func (d *Driver) uploadLog(ctx context.Context, path string, secrets []jobdef.Se
 
 // uploadOutputs uploads the regular files under the job's outputs directory
 // (symlinks and other special files are skipped: they could point at host
-// paths) and lists them sorted by path.
+// paths), each scrubbed of the job's secrets first, and lists them sorted by
+// path.
 func (d *Driver) uploadOutputs(ctx context.Context, job string, def *jobdef.Definition) ([]jobdef.Output, error) {
 	rel, err := filepath.Rel(jobdef.WorkspaceDir, def.Outputs)
 	if err != nil {
@@ -476,6 +513,7 @@ func (d *Driver) uploadOutputs(ctx context.Context, job string, def *jobdef.Defi
 	}
 	root := filepath.Join(d.workspace(job), rel)
 	lim := d.limits()
+	secrets := def.Secrets()
 	var outs []jobdef.Output
 	var total int64
 	err = filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
@@ -497,6 +535,13 @@ func (d *Driver) uploadOutputs(ctx context.Context, job string, def *jobdef.Defi
 		}
 		if total += info.Size(); total > lim.MaxOutputBytes {
 			return &outputLimitError{fmt.Sprintf("output files exceed %d bytes", lim.MaxOutputBytes)}
+		}
+		if len(secrets) > 0 {
+			// An output is the job's to write, but never the poster's
+			// secrets in clear: they are scrubbed like the logs.
+			if _, err := scrubInPlace(p, secrets); err != nil {
+				return fmt.Errorf("scrub output %s: %w", p, err)
+			}
 		}
 		cid, size, err := d.Store.AddFile(ctx, p)
 		if err != nil {

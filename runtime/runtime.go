@@ -114,6 +114,10 @@ type Config struct {
 	// LogLimitBytes is how many bytes of one operation's output its log keeps
 	// (DefaultLogLimitBytes when 0); the rest is dropped with a note.
 	LogLimitBytes int64
+	// Egress is the network policy of containers whose ContainerSpec.Egress is
+	// empty: EgressNone (default) or EgressAllow. New checks that it can be
+	// applied (CheckEgress).
+	Egress string
 }
 
 // Runtime is a connection to one containerd daemon, scoped to one namespace. It is
@@ -128,6 +132,7 @@ type Runtime struct {
 	version     string
 	logger      string
 	logLimit    int64
+	egress      string
 	clientLog   *clog.Entry
 }
 
@@ -143,6 +148,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		namespace:   cfg.Namespace,
 		snapshotter: cfg.Snapshotter,
 		runtime:     cfg.Runtime,
+		egress:      cfg.Egress,
+	}
+	if r.egress == "" {
+		r.egress = EgressNone
+	}
+	if err := CheckEgress(r.egress); err != nil {
+		return nil, err
 	}
 	if r.address == "" {
 		r.address = DefaultAddress

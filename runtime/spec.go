@@ -29,6 +29,8 @@ const (
 	// WorkspaceDir is where ContainerSpec.Workspace appears in the container, and the
 	// default working directory of an Op.
 	WorkspaceDir = "/workspace"
+	// ModelsDir is where ContainerSpec.ModelDir appears in the container.
+	ModelsDir = "/models"
 	// Hostname is the container's host name (its own UTS namespace): the host's name is
 	// not leaked.
 	Hostname = "hypernode"
@@ -63,6 +65,19 @@ type ContainerSpec struct {
 	// Labels are extra container labels; the hypernode.* labels are set by Create and
 	// cannot be overridden.
 	Labels map[string]string
+	// Egress is the container's network policy, EgressNone or EgressAllow; empty
+	// means the Runtime's (Config.Egress).
+	Egress string
+	// ModelDir, when set, is an absolute host directory bound at ModelsDir (nosuid,
+	// nodev): read-only when ModelReadOnly (a sealed model of the cache), else
+	// read-write and given to the container's user like the workspace (the job
+	// populating the cache).
+	ModelDir      string
+	ModelReadOnly bool
+	// ResolvConf is a host file bound read-only at /etc/resolv.conf; with EgressAllow
+	// Create writes one naming the NAT's DNS forwarder (resolv.conf beside the
+	// workspace) when this is empty.
+	ResolvConf string
 }
 
 // ContainerID names the container of one attempt at a job: "hn-<job>-<attempt>".
@@ -94,6 +109,9 @@ func (s ContainerSpec) Validate() error {
 	if filepath.Clean(s.Workspace) == "/" {
 		return bad("workspace must not be /")
 	}
+	if s.ModelDir != "" && (!filepath.IsAbs(s.ModelDir) || filepath.Clean(s.ModelDir) == "/") {
+		return bad("model directory %q is not an absolute path below /", s.ModelDir)
+	}
 	for i, kv := range s.Env {
 		key, _, ok := strings.Cut(kv, "=")
 		switch {
@@ -108,6 +126,9 @@ func (s ContainerSpec) Validate() error {
 		if v < 0 {
 			return bad("%s %d is negative", name, v)
 		}
+	}
+	if s.Egress != "" && s.Egress != EgressNone && s.Egress != EgressAllow {
+		return bad("egress %q is not %s or %s", s.Egress, EgressNone, EgressAllow)
 	}
 	if s.MemoryBytes > 0 && s.MemoryBytes < 4<<20 {
 		return bad("memory %d bytes is below the 4 MiB a container needs to start", s.MemoryBytes)
@@ -140,7 +161,8 @@ func validEnvKey(k string) bool {
 //     s.ShmBytes; containerd's default masked and read-only paths (/proc/kcore,
 //     /proc/sys, …) are kept;
 //   - memory limit s.MemoryBytes and pids limit s.PidsLimit (cgroup v1 and v2);
-//   - its own network namespace with no interface but lo (no egress), and its own pid,
+//   - its own network namespace with no interface but lo (no egress; with EgressAllow
+//     RunOp connects it to the public internet only, see EgressAllow), and its own pid,
 //     ipc, uts ("hypernode") and mount namespaces;
 //   - s.Env added to the image's environment.
 //
@@ -172,6 +194,8 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 				Options:     []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(tmp, 10)},
 			},
 		}),
+		withResolvConf(s.ResolvConf),
+		withModels(s.ModelDir, s.ModelReadOnly),
 		oci.WithDevShmSize((shm + 1023) / 1024),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithPidsLimit(pids),
@@ -183,6 +207,28 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 		oci.WithHostname(Hostname),
 		oci.WithEnv(s.Env),
 	}
+}
+
+// withModels binds dir at ModelsDir, read-only when ro; "" adds nothing.
+func withModels(dir string, ro bool) oci.SpecOpts {
+	if dir == "" {
+		return func(context.Context, oci.Client, *containers.Container, *oci.Spec) error { return nil }
+	}
+	mode := "rw"
+	if ro {
+		mode = "ro"
+	}
+	return oci.WithMounts([]specs.Mount{{Destination: ModelsDir, Type: "bind", Source: filepath.Clean(dir),
+		Options: []string{"bind", mode, "nosuid", "nodev", "rprivate"}}})
+}
+
+// withResolvConf binds path read-only at /etc/resolv.conf; "" adds nothing.
+func withResolvConf(path string) oci.SpecOpts {
+	if path == "" {
+		return func(context.Context, oci.Client, *containers.Container, *oci.Spec) error { return nil }
+	}
+	return oci.WithMounts([]specs.Mount{{Destination: "/etc/resolv.conf", Type: "bind", Source: path,
+		Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "rprivate"}}})
 }
 
 func orDefault(v, d int64) int64 {
@@ -222,6 +268,12 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if s.Egress == "" {
+		s.Egress = r.egress
+	}
+	if err := CheckEgress(s.Egress); err != nil {
+		return fmt.Errorf("create %s: %w", s.ID, err)
+	}
 	ctx = r.ctx(ctx)
 	img, err := r.image(ctx, s.Image)
 	if err != nil {
@@ -235,6 +287,12 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 		return fmt.Errorf("create %s: workspace %s is not a directory: %w", s.ID, ws, ErrInvalid)
 	}
 	s.Workspace = ws
+	if s.Egress == EgressAllow && s.ResolvConf == "" {
+		s.ResolvConf = filepath.Join(filepath.Dir(ws), "resolv.conf")
+		if err := os.WriteFile(s.ResolvConf, []byte("nameserver "+egressDNS+"\n"), 0o644); err != nil {
+			return fmt.Errorf("create %s: resolv.conf: %w", s.ID, err)
+		}
+	}
 
 	c, err := r.existing(ctx, s.ID, img.Name())
 	if errdefs.IsNotFound(err) {
@@ -253,6 +311,11 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
 	if err := chownTree(ws, uid, gid); err != nil {
 		return fmt.Errorf("create %s: give the workspace to %d:%d: %w", s.ID, uid, gid, err)
+	}
+	if s.ModelDir != "" && !s.ModelReadOnly {
+		if err := chownTree(s.ModelDir, uid, gid); err != nil {
+			return fmt.Errorf("create %s: give the model directory to %d:%d: %w", s.ID, uid, gid, err)
+		}
 	}
 	return nil
 }
@@ -276,6 +339,7 @@ func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.
 	labels[LabelManaged] = "true"
 	labels[LabelJob] = s.Job
 	labels[LabelAttempt] = strconv.Itoa(s.Attempt)
+	labels[LabelEgress] = s.Egress
 
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, SpecOpts(s)...)
 	return r.client.NewContainer(ctx, s.ID,

@@ -136,6 +136,11 @@ func (r *Runtime) RunOp(ctx context.Context, id string, n int, op Op, logPath st
 				return r.finish(ctx, c, t, n, exitOf(ctx, t, st))
 			case client.Created:
 				log.Info().Msg("starting a task created before a restart")
+				stopNet, err := connect(ctx, labels, t)
+				if err != nil {
+					return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
+				}
+				defer stopNet()
 				if _, err := c.SetLabels(ctx, map[string]string{LabelOpStarted: strconv.Itoa(n)}); err != nil {
 					return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
 				}
@@ -182,10 +187,29 @@ func (r *Runtime) RunOp(ctx context.Context, id string, n int, op Op, logPath st
 		}
 		return Exit{}, fmt.Errorf("run %s op %d: create task: %w", id, n, err)
 	}
+	stopNet, err := connect(ctx, labels, t)
+	if err != nil {
+		// The process never ran: its task goes, and a later RunOp creates it again.
+		if _, derr := t.Delete(ctx, client.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+			log.Warn().Err(derr).Msg("delete task whose network failed")
+		}
+		return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
+	}
+	defer stopNet()
 	if _, err := c.SetLabels(ctx, map[string]string{LabelOpStarted: strconv.Itoa(n)}); err != nil {
 		return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
 	}
 	return r.wait(ctx, c, t, n, true)
+}
+
+// connect applies the container's egress policy (LabelEgress) to the network
+// namespace of its created task t; the returned function undoes it once the
+// operation has exited (or RunOp detaches).
+func connect(ctx context.Context, labels map[string]string, t client.Task) (func(), error) {
+	if labels[LabelEgress] != EgressAllow {
+		return func() {}, nil
+	}
+	return attachEgress(ctx, t.Pid())
 }
 
 // wait optionally starts t, waits for its exit or for ctx, and finishes it.

@@ -63,6 +63,7 @@ type Config struct {
 	KeypairDefault      bool             // KEYPAIR_PATH was not given: the local market's node key, created when missing
 	WorkspaceLimitBytes int64            // WORKSPACE_LIMIT_MB
 	APIAddr             string           // API_ADDR: loopback address of the local API and dashboard; empty = unix socket only
+	Sandbox             SandboxConfig    // EGRESS_POLICY, LOG_LIMIT_MB, MODEL_CACHE_*
 }
 
 // regularFile checks that path names a readable regular file.
@@ -261,6 +262,9 @@ func parseConfig(raw map[string]string) (*Config, error) {
 			return nil, usageErr("API_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:9090): the API has no authentication", c.APIAddr)
 		}
 	}
+	if err := parseSandboxConfig(c, raw); err != nil {
+		return nil, err
+	}
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:
@@ -282,6 +286,9 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		}
 		c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
 		c.KeypairDefault = true
+	}
+	if c.Sandbox.ModelCacheDir == "" {
+		c.Sandbox.ModelCacheDir = filepath.Join(c.DataDir, "models")
 	}
 	return c, nil
 }

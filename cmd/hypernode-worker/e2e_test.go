@@ -30,7 +30,7 @@ import (
 
 func TestMain(m *testing.M) { runtimetest.Main(m) }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,17 +50,17 @@ type workerProc struct {
 	done chan error
 }
 
-func spawnWorker(t *testing.T, ctd string, extra ...string) *workerProc {
+func spawnWorker(t testing.TB, ctd string, extra ...string) *workerProc {
 	return spawnWorkerAt(t, ctd, freeAddr(t), extra...)
 }
 
-func spawnWorkerAt(t *testing.T, ctd, addr string, extra ...string) *workerProc {
+func spawnWorkerAt(t testing.TB, ctd, addr string, extra ...string) *workerProc {
 	return spawnWorkerIn(t, ctd, addr, t.TempDir(), extra...)
 }
 
 // spawnWorkerIn starts the worker on data directory data (a restart when a
 // worker ran there before).
-func spawnWorkerIn(t *testing.T, ctd, addr, data string, extra ...string) *workerProc {
+func spawnWorkerIn(t testing.TB, ctd, addr, data string, extra ...string) *workerProc {
 	t.Helper()
 	archive, err := runtimetest.ImageArchive(runtimetest.ImageRef, "")
 	if err != nil {
@@ -110,7 +110,7 @@ func (w *workerProc) stdout() string {
 	return w.out.String()
 }
 
-func (w *workerProc) stop(t *testing.T) {
+func (w *workerProc) stop(t testing.TB) {
 	if w.cmd.ProcessState != nil {
 		return
 	}
@@ -124,7 +124,7 @@ func (w *workerProc) stop(t *testing.T) {
 	}
 }
 
-func (w *workerProc) cli(t *testing.T, args ...string) string {
+func (w *workerProc) cli(t testing.TB, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(workerBinary(t), args...)
 	cmd.Env = append(os.Environ(), "HYPERNODE_DATA_DIR="+w.data)
@@ -139,7 +139,7 @@ func (w *workerProc) cli(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (w *workerProc) node(t *testing.T) solana.PublicKey {
+func (w *workerProc) node(t testing.TB) solana.PublicKey {
 	key, err := chain.LoadKeypair(filepath.Join(w.data, "node-keypair.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func (w *workerProc) node(t *testing.T) solana.PublicKey {
 }
 
 // waitJobs waits until every job is final on chain and terminal in the journal.
-func (w *workerProc) waitJobs(t *testing.T, jobs []solana.PublicKey) map[solana.PublicKey]*chain.Job {
+func (w *workerProc) waitJobs(t testing.TB, jobs []solana.PublicKey) map[solana.PublicKey]*chain.Job {
 	t.Helper()
 	c := &chain.Client{RPC: rpc.New(w.rpc), Program: chain.DefaultMarketsProgramID}
 	deadline := time.Now().Add(2 * time.Minute)
@@ -176,7 +176,7 @@ func (w *workerProc) waitJobs(t *testing.T, jobs []solana.PublicKey) map[solana.
 	}
 }
 
-func (w *workerProc) result(t *testing.T, acc *chain.Job) *jobdef.Result {
+func (w *workerProc) result(t testing.TB, acc *chain.Job) *jobdef.Result {
 	t.Helper()
 	cid := ipfs.CIDFromDigest(ipfs.Digest(acc.IPFSResult))
 	f := &ipfs.Fetcher{Gateways: []string{w.rpc}, MaxBytes: jobdef.MaxResultBytes, PerGatewayTimeout: 10 * time.Second}

@@ -57,6 +57,9 @@ func newConfigCmd() *cobra.Command {
 				{"AUTO_ACCEPT", fmt.Sprint(cfg.AutoAccept)}, {"POLLING_INTERVAL", fmt.Sprint(cfg.PollInterval.Milliseconds())},
 				{"HEALTH_CHECK_INTERVAL", fmt.Sprint(cfg.HealthInterval.Milliseconds())}, {"HYPERNODE_DATA_DIR", cfg.DataDir},
 				{"PARALLEL_JOBS", fmt.Sprint(cfg.Slots)}, {"GPU_INVENTORY", cfg.GPUInventory}, {"IMPORT_IMAGES", strings.Join(cfg.ImportImages, ",")},
+				{"WORKSPACE_LIMIT_MB", fmt.Sprint(cfg.WorkspaceLimitBytes >> 20)}, {"EGRESS_POLICY", cfg.Sandbox.Egress},
+				{"LOG_LIMIT_MB", fmt.Sprint(cfg.Sandbox.LogLimitBytes >> 20)}, {"MODEL_CACHE_DIR", cfg.Sandbox.ModelCacheDir},
+				{"MODEL_CACHE_LIMIT_MB", fmt.Sprint(cfg.Sandbox.ModelCacheLimitBytes >> 20)},
 			}
 			for _, r := range rows {
 				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])

@@ -160,9 +160,11 @@ func (w *worker) driver() *fsm.Driver {
 	fetcher := w.cfg.fetcher(maxDefinitionBytes)
 	fetcher.Log = &w.log
 	store := &ipfsStore{fetcher: fetcher, uploader: w.cfg.uploader()}
-	return &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
+	d := &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
 		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
-		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes}}
+		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes, MaxLogBytes: w.cfg.Sandbox.LogLimitBytes}}
+	w.sandbox(d)
+	return d
 }
 
 // maxDefinitionBytes bounds a fetched job definition.
@@ -300,7 +302,8 @@ func (w *worker) startLocalnet(ctx context.Context) error {
 }
 
 func (w *worker) connectRuntime(ctx context.Context) error {
-	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress})
+	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress,
+		LogLimitBytes: w.cfg.Sandbox.LogLimitBytes, Egress: w.cfg.Sandbox.Egress})
 	if err != nil {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
 	}
@@ -366,6 +369,7 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
 		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
+		ModelDir: s.ModelDir, ModelReadOnly: s.ModelReadOnly,
 		Labels: map[string]string{fsm.LabelNode: s.Node}})
 }
 

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/hypernode-sol/worker/fsm"
+	"github.com/hypernode-sol/worker/runtime"
+	"github.com/hypernode-sol/worker/runtime/modelcache"
+	"github.com/hypernode-sol/worker/runtime/workspacefs"
+)
+
+// SandboxConfig is how jobs are confined beyond the hardened container spec.
+type SandboxConfig struct {
+	Egress        string // EGRESS_POLICY: runtime.EgressNone or runtime.EgressAllow
+	LogLimitBytes int64  // LOG_LIMIT_MB: output one operation may write before the job is stopped
+	// ModelCacheDir and ModelCacheLimitBytes configure the shared model cache
+	// (MODEL_CACHE_DIR, default DATA_DIR/models; MODEL_CACHE_LIMIT_MB, 0 = off).
+	ModelCacheDir        string
+	ModelCacheLimitBytes int64
+}
+
+func init() {
+	settings = append(settings,
+		setting{"EGRESS_POLICY", "egress-policy", runtime.EgressNone, "network of job containers: none (loopback only) or allow (public internet through a user-mode NAT; never the host's loopback, LAN or cloud metadata)"},
+		setting{"LOG_LIMIT_MB", "log-limit-mb", "64", "MiB of output one operation may write; at the limit the job is stopped and failed"},
+		setting{"MODEL_CACHE_DIR", "model-cache-dir", "", "shared model cache directory (default DATA_DIR/models)"},
+		setting{"MODEL_CACHE_LIMIT_MB", "model-cache-limit-mb", "0", "MiB the model cache may hold, least recently used models evicted past it; 0 turns the cache off"},
+	)
+}
+
+// parseSandboxConfig fills c.Sandbox from raw; errors wrap errUsage and name the setting.
+func parseSandboxConfig(c *Config, raw map[string]string) error {
+	s := &c.Sandbox
+	s.Egress = raw["EGRESS_POLICY"]
+	if err := runtime.CheckEgress(s.Egress); errors.Is(err, runtime.ErrInvalid) {
+		return usageErr("EGRESS_POLICY %q is not none or allow", s.Egress)
+	} else if err != nil {
+		return usageErr("EGRESS_POLICY allow: %v", err)
+	}
+	mb, err := strconv.ParseInt(raw["LOG_LIMIT_MB"], 10, 64)
+	if err != nil || mb < 1 || mb > 1<<20 {
+		return usageErr("LOG_LIMIT_MB %q is not a number of MiB from 1 to 1048576", raw["LOG_LIMIT_MB"])
+	}
+	s.LogLimitBytes = mb << 20
+	mb, err = strconv.ParseInt(raw["MODEL_CACHE_LIMIT_MB"], 10, 64)
+	if err != nil || mb < 0 || mb > 1<<30 {
+		return usageErr("MODEL_CACHE_LIMIT_MB %q is not a number of MiB from 0 to 1073741824", raw["MODEL_CACHE_LIMIT_MB"])
+	}
+	s.ModelCacheLimitBytes = mb << 20
+	s.ModelCacheDir = raw["MODEL_CACHE_DIR"]
+	return nil
+}
+
+// sandbox gives d the hard workspace cap when this machine can loop-mount
+// (runtime/workspacefs), and says so once in the log either way.
+func (w *worker) sandbox(d *fsm.Driver) {
+	if err := workspacefs.Check(); err != nil {
+		w.log.Warn().Err(err).Msg("workspace cap: no filesystem of its own per job; WORKSPACE_LIMIT_MB is enforced by a periodic size check only")
+	} else {
+		d.Workspaces = workspaceFS{}
+	}
+	if lim := w.cfg.Sandbox.ModelCacheLimitBytes; lim > 0 {
+		c, err := modelcache.Open(w.cfg.Sandbox.ModelCacheDir, lim)
+		if err != nil {
+			w.log.Warn().Err(err).Msg("model cache off")
+		} else {
+			d.Models = modelCache{c}
+		}
+	}
+	w.log.Info().Str("egress", w.cfg.Sandbox.Egress).Bool("model_cache", d.Models != nil).Int64("workspace_limit_bytes", w.cfg.WorkspaceLimitBytes).
+		Int64("log_limit_bytes", w.cfg.Sandbox.LogLimitBytes).Bool("workspace_cap", d.Workspaces != nil).Msg("sandbox")
+}
+
+// workspaceFS implements fsm.WorkspaceFS over runtime/workspacefs.
+type workspaceFS struct{}
+
+func (workspaceFS) Mount(dir, image string, bytes int64) error {
+	return workspacefs.Mount(dir, image, bytes)
+}
+func (workspaceFS) Unmount(dir string) error      { return workspacefs.Unmount(dir) }
+func (workspaceFS) Full(dir string) (bool, error) { return workspacefs.Full(dir) }
