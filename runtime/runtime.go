@@ -114,6 +114,11 @@ type Config struct {
 	// LogLimitBytes is how many bytes of one operation's output its log keeps
 	// (DefaultLogLimitBytes when 0); the rest is dropped with a note.
 	LogLimitBytes int64
+	// GPU says where the host's CDI specs, NVIDIA hook and device nodes are (the real
+	// host when zero). See GPUSpecOpts.
+	GPU GPUHost
+	// Images configures pulls (credentials, progress) and the image cache budget.
+	Images ImageConfig
 }
 
 // Runtime is a connection to one containerd daemon, scoped to one namespace. It is
@@ -129,6 +134,8 @@ type Runtime struct {
 	logger      string
 	logLimit    int64
 	clientLog   *clog.Entry
+	gpu         GPUHost
+	images      ImageConfig
 }
 
 // New connects to containerd at cfg.Address and checks that it answers (Version)
@@ -143,6 +150,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		namespace:   cfg.Namespace,
 		snapshotter: cfg.Snapshotter,
 		runtime:     cfg.Runtime,
+		gpu:         cfg.GPU,
+		images:      cfg.Images,
 	}
 	if r.address == "" {
 		r.address = DefaultAddress
