@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/rs/zerolog"
@@ -152,7 +154,7 @@ func (r *Runtime) pull(ctx context.Context, name string) error {
 	cancel()
 	<-done
 	if err != nil {
-		if errdefs.IsUnauthorized(err) || errdefs.IsPermissionDenied(err) {
+		if refused(err) {
 			return fmt.Errorf("pull image %s: %w: %w", name, ErrUnauthorized, err)
 		}
 		return notFound("pull image "+name, err)
@@ -197,6 +199,16 @@ func (r *Runtime) reportProgress(ctx context.Context, tr *pullTracker) {
 			cb(tr.snapshot(ctx))
 		}
 	}
+}
+
+// refused reports whether a pull failed on the registry's authorization: no or
+// wrong credentials (401), or not allowed (403).
+func refused(err error) bool {
+	var st remoteerrors.ErrUnexpectedStatus
+	if errors.As(err, &st) && (st.StatusCode == http.StatusUnauthorized || st.StatusCode == http.StatusForbidden) {
+		return true
+	}
+	return errors.Is(err, docker.ErrInvalidAuthorization) || errdefs.IsUnauthorized(err) || errdefs.IsPermissionDenied(err)
 }
 
 // touch records that name was just needed (LabelLastUsed). A failure only weakens the

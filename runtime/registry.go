@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -117,8 +116,7 @@ func ParseDockerConfig(b []byte) (RegistryAuth, error) {
 		CredsStore  string            `json:"credsStore"`
 		CredHelpers map[string]string `json:"credHelpers"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&doc); err != nil {
+	if err := json.Unmarshal(b, &doc); err != nil {
 		// json's messages may quote a character of the document: say where only.
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
