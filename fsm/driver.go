@@ -61,6 +61,10 @@ type ContainerSpec struct {
 	Env         []string // KEY=VALUE, may hold secrets
 	MemoryBytes int64
 	PidsLimit   int64
+	// GPUVendor and GPUs are the GPUs given to the container (runtime.ContainerSpec):
+	// "nvidia" or "amd", and device IDs of that vendor (indices). Empty: none.
+	GPUVendor string
+	GPUs      []string
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -151,6 +155,11 @@ type Driver struct {
 	RetryMin, RetryMax time.Duration
 	mu                 sync.Mutex
 	imageFailures      map[string]int // job -> failed image pulls since this process started
+
+	// GPUs are the machine's GPUs a job may be given, in the vendor tools' order
+	// (MIG-enabled ones left out). A job's resources.gpus picks from them
+	// (SelectGPUs).
+	GPUs []GPU
 
 	// WatchInterval is how often the job account is checked while an
 	// operation runs, so that a job timed out, stopped or taken away on

@@ -180,6 +180,14 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	if snap.Upload != nil {
 		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
 	}
+	gpuVendor, gpus, err := SelectGPUs(gpusOfType(d.GPUs, acc.GPUType), def.Resources.GPUs)
+	if err != nil {
+		d.Log.Warn().Err(err).Str("job", key).Msg("job cannot run here; failing it")
+		now := d.now().UTC()
+		res := &jobdef.Result{Version: jobdef.ResultVersion, Job: key, Node: d.Chain.Node().String(), Status: jobdef.StatusFailed,
+			StartedAt: now, FinishedAt: now, Error: "resources.gpus: " + err.Error()}
+		return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
+	}
 	if err := d.Runtime.EnsureImage(ctx, ci.Image); err != nil {
 		if n := d.countImageFailure(key); n >= d.limits().ImageAttempts {
 			d.Log.Warn().Err(err).Str("job", key).Int("attempts", n).Msg("image unavailable; failing the job")
@@ -205,7 +213,7 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
 		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
-		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
+		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String(), GPUVendor: gpuVendor, GPUs: gpus}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)
 	}
