@@ -56,6 +56,8 @@ func newConfigCmd() *cobra.Command {
 				{"AUTO_ACCEPT", fmt.Sprint(cfg.AutoAccept)}, {"POLLING_INTERVAL", fmt.Sprint(cfg.PollInterval.Milliseconds())},
 				{"HEALTH_CHECK_INTERVAL", fmt.Sprint(cfg.HealthInterval.Milliseconds())}, {"HYPERNODE_DATA_DIR", cfg.DataDir},
 				{"PARALLEL_JOBS", fmt.Sprint(cfg.Slots)}, {"GPU_INVENTORY", cfg.GPUInventory}, {"IMPORT_IMAGES", strings.Join(cfg.ImportImages, ",")},
+				{"REGISTRY_AUTH", cfg.RegistryAuthFile}, {"registry credentials for", strings.Join(cfg.RegistryAuth.Hosts(), ",")},
+				{"IMAGE_CACHE_LIMIT_MB", fmt.Sprint(cfg.ImageCacheBytes >> 20)}, {"PREPULL_IMAGES", strings.Join(cfg.PrepullImages, ",")},
 			}
 			for _, r := range rows {
 				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
