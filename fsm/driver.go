@@ -61,6 +61,7 @@ type ContainerSpec struct {
 	Env         []string // KEY=VALUE, may hold secrets
 	MemoryBytes int64
 	PidsLimit   int64
+	ShmBytes    int64 // size of /dev/shm (resources.shm_mb); 0 = the runtime's default
 	// GPUVendor and GPUs are the GPUs given to the container (runtime.ContainerSpec):
 	// "nvidia" or "amd", and device IDs of that vendor (indices). Empty: none.
 	GPUVendor string

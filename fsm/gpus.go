@@ -11,8 +11,9 @@ import (
 
 // GPU is one GPU a job's container can be given.
 type GPU struct {
-	Vendor string // "nvidia" or "amd"
-	ID     string // the device ID the runtime understands: the vendor tool's index ("0")
+	Vendor  string // "nvidia" or "amd"
+	ID      string // the device ID the runtime understands: the vendor tool's index ("0")
+	VRAMGiB uint64 // memory, whole GiB as the card is sold (hardware.GPU.VRAMGiB); 0 unknown
 }
 
 // ErrNotEnoughGPUs: a job asks for more GPUs than this machine has. The job fails
@@ -20,12 +21,25 @@ type GPU struct {
 var ErrNotEnoughGPUs = errors.New("not enough GPUs")
 
 // SelectGPUs picks the GPUs of a job that asks for want (jobdef.Resources.GPUs:
-// jobdef.GPUsAll or a count) from have. All GPUs are of one vendor: the vendor of
+// jobdef.GPUsAll or a count) of at least minVRAMGiB each (resources.min_vram_gb; 0
+// for any) from have; GPUs with less memory are never given. All GPUs are of one vendor: the vendor of
 // have[0] for "all", else the first vendor with at least want GPUs. "all" on a machine
 // without GPUs gives none; a count above what one vendor has is ErrNotEnoughGPUs.
 // The choice is deterministic (the first ones in have), so a container created again
 // after a crash gets the same GPUs.
-func SelectGPUs(have []GPU, want int) (vendor string, ids []string, err error) {
+func SelectGPUs(have []GPU, want int, minVRAMGiB uint8) (vendor string, ids []string, err error) {
+	if minVRAMGiB > 0 && want != 0 {
+		var big []GPU
+		for _, g := range have {
+			if g.VRAMGiB >= uint64(minVRAMGiB) {
+				big = append(big, g)
+			}
+		}
+		if len(big) == 0 {
+			return "", nil, fmt.Errorf("the job asks for GPUs of %d GiB; this machine has %s: %w", minVRAMGiB, describeGPUs(have), ErrNotEnoughGPUs)
+		}
+		have = big
+	}
 	switch {
 	case want == 0:
 		return "", nil, nil

@@ -16,8 +16,8 @@ import (
 )
 
 var (
-	twoNvidia = []GPU{{"nvidia", "0"}, {"nvidia", "1"}}
-	mixed     = []GPU{{"nvidia", "0"}, {"amd", "0"}, {"amd", "1"}}
+	twoNvidia = []GPU{{"nvidia", "0", 24}, {"nvidia", "1", 24}}
+	mixed     = []GPU{{"nvidia", "0", 16}, {"amd", "0", 32}, {"amd", "1", 32}}
 )
 
 func TestSelectGPUs(t *testing.T) {
@@ -42,7 +42,7 @@ func TestSelectGPUs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			vendor, ids, err := SelectGPUs(tt.have, tt.want)
+			vendor, ids, err := SelectGPUs(tt.have, tt.want, 0)
 			if tt.errText != "" {
 				if !errors.Is(err, ErrNotEnoughGPUs) || !strings.Contains(err.Error(), tt.errText) {
 					t.Fatalf("err = %v; want ErrNotEnoughGPUs saying %q", err, tt.errText)
@@ -53,6 +53,34 @@ func TestSelectGPUs(t *testing.T) {
 				t.Errorf("= %q %v %v; want %q %v", vendor, ids, err, tt.vendor, tt.ids)
 			}
 		})
+	}
+}
+
+func TestSelectGPUsMinVRAM(t *testing.T) {
+	have := []GPU{{"nvidia", "0", 8}, {"nvidia", "1", 24}, {"nvidia", "2", 24}}
+	for _, tt := range []struct {
+		want    int
+		min     uint8
+		ids     []string
+		errText string
+	}{
+		{jobdef.GPUsAll, 16, []string{"1", "2"}, ""},
+		{1, 24, []string{"1"}, ""},
+		{2, 16, []string{"1", "2"}, ""},
+		{3, 16, nil, "asks for 3 GPUs"},
+		{1, 25, nil, "asks for GPUs of 25 GiB; this machine has 3 nvidia"},
+		{0, 80, nil, ""},
+	} {
+		_, ids, err := SelectGPUs(have, tt.want, tt.min)
+		if tt.errText != "" {
+			if !errors.Is(err, ErrNotEnoughGPUs) || !strings.Contains(err.Error(), tt.errText) {
+				t.Errorf("(%d, %d GiB): err = %v; want %q", tt.want, tt.min, err, tt.errText)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(ids, tt.ids) {
+			t.Errorf("(%d, %d GiB) = %v, %v; want %v", tt.want, tt.min, ids, err, tt.ids)
+		}
 	}
 }
 

@@ -180,7 +180,7 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	if snap.Upload != nil {
 		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
 	}
-	gpuVendor, gpus, err := SelectGPUs(gpusOfType(d.GPUs, acc.GPUType), def.Resources.GPUs)
+	gpuVendor, gpus, err := SelectGPUs(gpusOfType(d.GPUs, acc.GPUType), def.Resources.GPUs, def.Resources.MinVRAMGB)
 	if err != nil {
 		d.Log.Warn().Err(err).Str("job", key).Msg("job cannot run here; failing it")
 		now := d.now().UTC()
@@ -212,7 +212,7 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		mem = int64(def.Resources.MemoryMB) << 20
 	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
-		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
+		MemoryBytes: mem, PidsLimit: lim.PidsLimit, ShmBytes: int64(def.Resources.ShmMB) << 20,
 		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String(), GPUVendor: gpuVendor, GPUs: gpus}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)

@@ -382,7 +382,7 @@ func (w *worker) jobGPUs() []fsm.GPU {
 		if g.MIG || (g.Vendor != hardware.VendorNVIDIA && g.Vendor != hardware.VendorAMD) {
 			continue
 		}
-		out = append(out, fsm.GPU{Vendor: string(g.Vendor), ID: strconv.Itoa(g.Index)})
+		out = append(out, fsm.GPU{Vendor: string(g.Vendor), ID: strconv.Itoa(g.Index), VRAMGiB: g.VRAMGiB()})
 	}
 	return out
 }
@@ -412,7 +412,7 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
-		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
+		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit, ShmBytes: s.ShmBytes,
 		Labels: map[string]string{fsm.LabelNode: s.Node}, GPUVendor: runtime.GPUVendor(s.GPUVendor), GPUs: s.GPUs})
 }
 
