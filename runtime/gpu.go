@@ -385,3 +385,39 @@ func (h GPUHost) groupIDs(names ...string) ([]uint32, error) {
 	}
 	return out, nil
 }
+
+// Passthrough says how this host would give vendor's GPUs to a container, without
+// creating one: for NVIDIA "CDI: nvidia.com/gpu=0 nvidia.com/gpu=1 … (dirs)" or
+// "nvidia-container-runtime-hook at PATH"; for AMD "/dev/kfd and N render nodes,
+// groups video/render GIDs". The error wraps ErrNoGPU and says what to install.
+func (h GPUHost) Passthrough(vendor GPUVendor) (string, error) {
+	switch vendor {
+	case GPUNvidia:
+		cache, _ := cdi.NewCache(cdi.WithSpecDirs(h.cdiDirs()...), cdi.WithAutoRefresh(false))
+		if cache != nil && hasKind(cache, NvidiaCDIKind) {
+			var devs []string
+			for _, d := range cache.ListDevices() {
+				if strings.HasPrefix(d, NvidiaCDIKind+"=") {
+					devs = append(devs, d)
+				}
+			}
+			return "CDI: " + strings.Join(devs, " ") + " (" + strings.Join(h.cdiDirs(), ", ") + ")", nil
+		}
+		hook, err := h.nvidiaHook()
+		if err != nil {
+			return "", err
+		}
+		return NvidiaHookName + " at " + hook + " (no CDI spec)", nil
+	case GPUAMD:
+		if _, err := h.device("/dev/kfd"); err != nil {
+			return "", err
+		}
+		nodes, _ := filepath.Glob(h.path("/dev/dri/renderD*"))
+		gids, err := h.groupIDs("video", "render")
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("/dev/kfd and %d render node(s), supplementary GIDs %v", len(nodes), gids), nil
+	}
+	return "", fmt.Errorf("GPU vendor %q: %w", vendor, ErrInvalid)
+}

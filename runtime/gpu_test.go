@@ -413,3 +413,16 @@ func deref[T any](p *T) any {
 	}
 	return *p
 }
+
+func TestGPUPassthrough(t *testing.T) {
+	how, err := runtime.GPUHost{CDISpecDirs: []string{nvidiaCDIDir(t)}}.Passthrough(runtime.GPUNvidia)
+	if err != nil || !strings.HasPrefix(how, "CDI: ") || !strings.Contains(how, "nvidia.com/gpu=GPU-00000000-0000-0000-0000-000000000002") {
+		t.Errorf("CDI: %q, %v", how, err)
+	}
+	if _, err := (runtime.GPUHost{Root: t.TempDir()}).Passthrough(runtime.GPUNvidia); !errors.Is(err, runtime.ErrNoGPU) {
+		t.Errorf("nothing installed: %v, want ErrNoGPU", err)
+	}
+	if _, err := (runtime.GPUHost{Root: t.TempDir()}).Passthrough(runtime.GPUAMD); !errors.Is(err, runtime.ErrNoGPU) {
+		t.Errorf("no /dev/kfd: %v, want ErrNoGPU", err)
+	}
+}

@@ -1,7 +1,9 @@
 // Package runtime runs a job's operations in one hardened containerd container.
 //
-// It owns everything the worker does with containerd: importing or pulling the image,
-// building the hardened OCI spec (see SpecOpts), creating the container named from the
+// It owns everything the worker does with containerd: importing or pulling the image
+// (registry credentials, progress, an LRU-pruned disk budget: EnsureImage, Prune),
+// building the hardened OCI spec (see SpecOpts) with the job's GPUs (GPUSpecOpts: CDI,
+// the NVIDIA hook, AMD device nodes), creating the container named from the
 // job (ContainerID), running each operation as a task whose output a log writer owned
 // by the shim appends to a file (RunLoggerIfInvoked), re-attaching to a task that
 // outlived the worker process, killing, inspecting, listing and removing the containers

@@ -188,6 +188,20 @@ func selfTest(ctx context.Context, out io.Writer, cfg *Config) error {
 	} else {
 		check("hardware", err, "")
 	}
+	if err == nil && cfg.GPUInventory == "" {
+		for _, v := range []hardware.Vendor{hardware.VendorNVIDIA, hardware.VendorAMD} {
+			n := 0
+			for _, g := range specs.GPUs {
+				if g.Vendor == v {
+					n++
+				}
+			}
+			if n > 0 {
+				how, err := runtime.GPUHost{}.Passthrough(runtime.GPUVendor(v))
+				check(fmt.Sprintf("%d %s GPU(s) for containers", n, v), err, how)
+			}
+		}
+	}
 	rt, err := runtime.New(ctx, runtime.Config{Address: cfg.ContainerdAddress})
 	if err == nil {
 		check("containerd", nil, rt.DaemonVersion()+" at "+rt.Address())
