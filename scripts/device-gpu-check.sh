@@ -26,12 +26,17 @@ if [ "${1:-}" = --prepare ]; then
 	set -e
 	mkdir -p "$dev"
 	go test -c -o "$dev/runtime.test" ./runtime/
-	tools=()
+	stage=$(mktemp -d)
+	trap 'rm -rf "$stage"' EXIT
+	mkdir -p "$stage/lib"
 	for b in containerd containerd-shim-runc-v2 runc ctr busybox; do
 		p=$(command -v "$b") || { echo "device-gpu-check: $b not found" >&2; exit 1; }
-		tools+=("$(readlink -f "$p")")
+		cp -L "$p" "$stage/$b"
 	done
-	tar -cJf "$dev/tools.tar.xz" --transform 's|.*/||' "${tools[@]}"
+	# Debian's runc links libseccomp dynamically; carry it for hosts without it.
+	seccomp=$(ldd "$(command -v runc)" | awk '$1 == "libseccomp.so.2" {print $3}')
+	[ -z "$seccomp" ] || cp -L "$seccomp" "$stage/lib/libseccomp.so.2"
+	tar -cJf "$dev/tools.tar.xz" -C "$stage" .
 	du -sh "$dev"/*
 	exit 0
 fi
@@ -49,6 +54,10 @@ if ! command -v containerd >/dev/null || ! command -v containerd-shim-runc-v2 >/
 	mkdir -p "$work/bin"
 	tar -xJf "$dev/tools.tar.xz" -C "$work/bin" || fail "unpack $dev/tools.tar.xz"
 	export PATH="$work/bin:$PATH"
+	if ! "$work/bin/runc" --version >/dev/null 2>&1; then
+		export LD_LIBRARY_PATH="$work/bin/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+		"$work/bin/runc" --version >/dev/null 2>&1 || fail "the carried runc does not run here"
+	fi
 fi
 busybox=/bin/busybox
 [ -x "$busybox" ] || busybox=$work/bin/busybox
