@@ -41,7 +41,7 @@ func gpuContainer(vendor runtime.GPUVendor, ids ...string) runtime.ContainerSpec
 		GPUVendor: vendor, GPUs: ids}
 }
 
-// nvidiaNodes are the device numbers of the nodes in testdata/gpu/cdi/nvidia.yaml on
+// nvidiaNodes are the device numbers of the nodes in testdata/gpu-passthrough/cdi/nvidia.yaml on
 // the host it describes (nvidia-uvm's major is dynamic; 508 is typical).
 var nvidiaNodes = map[string][2]int64{
 	"/dev/nvidia0": {195, 0}, "/dev/nvidia1": {195, 1}, "/dev/nvidiactl": {195, 255}, "/dev/nvidia-modeset": {195, 254},
@@ -49,13 +49,13 @@ var nvidiaNodes = map[string][2]int64{
 	"/dev/dri/card0": {226, 0}, "/dev/dri/card1": {226, 1}, "/dev/dri/renderD128": {226, 128}, "/dev/dri/renderD129": {226, 129},
 }
 
-// nvidiaCDIDir writes testdata/gpu/cdi/nvidia.yaml into a CDI directory with each
+// nvidiaCDIDir writes testdata/gpu-passthrough/cdi/nvidia.yaml into a CDI directory with each
 // device node's type and numbers filled in, as CDI would read them from the host's
 // /dev (this machine has no NVIDIA device nodes to stat). Everything else is as
 // nvidia-ctk wrote it.
 func nvidiaCDIDir(t *testing.T) string {
 	t.Helper()
-	spec, err := cdi.ReadSpec("../testdata/gpu/cdi/nvidia.yaml", 0)
+	spec, err := cdi.ReadSpec("../testdata/gpu-passthrough/cdi/nvidia.yaml", 0)
 	if err != nil {
 		t.Fatalf("read the CDI spec: %v", err)
 	}
@@ -235,7 +235,7 @@ func TestGPUNvidiaHookFallback(t *testing.T) {
 	}
 }
 
-// amdRoot materialises testdata/gpu/amd under a temporary root: device nodes (mknod,
+// amdRoot materialises testdata/gpu-passthrough/amd under a temporary root: device nodes (mknod,
 // so root only), sysfs directories and /etc/group.
 func amdRoot(t *testing.T) string {
 	t.Helper()
@@ -243,7 +243,7 @@ func amdRoot(t *testing.T) string {
 		t.Skip("needs root to create the AMD device nodes (mknod)")
 	}
 	root := t.TempDir()
-	f, err := os.Open("../testdata/gpu/amd/devices.txt")
+	f, err := os.Open("../testdata/gpu-passthrough/amd/devices.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func amdRoot(t *testing.T) string {
 			}
 		}
 	}
-	group, err := os.ReadFile("../testdata/gpu/amd/group")
+	group, err := os.ReadFile("../testdata/gpu-passthrough/amd/group")
 	if err != nil {
 		t.Fatal(err)
 	}
