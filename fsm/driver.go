@@ -65,6 +65,11 @@ type ContainerSpec struct {
 	// when ModelReadOnly); "" for none.
 	ModelDir      string
 	ModelReadOnly bool
+	ShmBytes      int64 // size of /dev/shm (resources.shm_mb); 0 = the runtime's default
+	// GPUVendor and GPUs are the GPUs given to the container (runtime.ContainerSpec):
+	// "nvidia" or "amd", and device IDs of that vendor (indices). Empty: none.
+	GPUVendor string
+	GPUs      []string
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -198,6 +203,10 @@ type Driver struct {
 	// Models, when set, is the shared model cache mounted into jobs whose
 	// definition names a model.
 	Models ModelCache
+	// GPUs are the machine's GPUs a job may be given, in the vendor tools' order
+	// (MIG-enabled ones left out). A job's resources.gpus picks from them
+	// (SelectGPUs).
+	GPUs []GPU
 
 	// WatchInterval is how often the job account is checked while an
 	// operation runs, so that a job timed out, stopped or taken away on

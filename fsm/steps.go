@@ -180,6 +180,14 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	if snap.Upload != nil {
 		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
 	}
+	gpuVendor, gpus, err := SelectGPUs(gpusOfType(d.GPUs, acc.GPUType), def.Resources.GPUs, def.Resources.MinVRAMGB)
+	if err != nil {
+		d.Log.Warn().Err(err).Str("job", key).Msg("job cannot run here; failing it")
+		now := d.now().UTC()
+		res := &jobdef.Result{Version: jobdef.ResultVersion, Job: key, Node: d.Chain.Node().String(), Status: jobdef.StatusFailed,
+			StartedAt: now, FinishedAt: now, Error: "resources.gpus: " + err.Error()}
+		return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
+	}
 	if err := d.Runtime.EnsureImage(ctx, ci.Image); err != nil {
 		if n := d.countImageFailure(key); n >= d.limits().ImageAttempts {
 			d.Log.Warn().Err(err).Str("job", key).Int("attempts", n).Msg("image unavailable; failing the job")
@@ -204,8 +212,8 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		mem = int64(def.Resources.MemoryMB) << 20
 	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
-		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
-		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
+		MemoryBytes: mem, PidsLimit: lim.PidsLimit, ShmBytes: int64(def.Resources.ShmMB) << 20,
+		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String(), GPUVendor: gpuVendor, GPUs: gpus}
 	if d.Models != nil && def.Model != "" {
 		dir, ro, err := d.Models.Acquire(def.Model, key)
 		if err != nil {

@@ -1,6 +1,7 @@
 package jobdef
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -36,6 +37,9 @@ func FuzzParse(f *testing.F) {
 		`{"image":"x","operations":[{"type":"run","command":"y"}],"env":{"A":"b","A":"c"},"x-a":1}`,
 		`{"framework":"ollama","operations":[{"type":"run","command":"y"}],"outputs":"/workspace/o","input":{"k":[1,2,{"z":null}]}}`,
 		`{"operations":null}`, `[]`, `{`, `{"a":1e999}`, `{"timeout":-0.0}`,
+		`{"image":"x","operations":[{"type":"run","command":"y"}],"env":{"K":"` + fuzzCanary + `","1X":"` + fuzzCanary + `"}}`,
+		`{"framework":"nope","operations":[],"env":{"K":"` + fuzzCanary + `x\u0000"},"timeout":0}`,
+		`{"env":{"K":"` + fuzzCanary + `",`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -44,6 +48,11 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			if d != nil {
 				t.Fatal("definition returned with an error")
+			}
+			// A value never reaches an error: the canary, when it appears once in the
+			// input and as a value (not a key), must not appear in the error.
+			if bytes.Count(b, []byte(fuzzCanary)) == 1 && bytes.Contains(b, []byte(`:"`+fuzzCanary)) && strings.Contains(err.Error(), fuzzCanary) {
+				t.Fatalf("error reveals an env value: %v", err)
 			}
 			var es ValidationErrors
 			if !errors.As(err, &es) || len(es) == 0 || len(es) > MaxReportedErrors+1 || !errors.Is(err, ErrInvalid) {
@@ -79,6 +88,9 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// fuzzCanary is an env value FuzzParse watches for in error texts.
+const fuzzCanary = "canary-7f3a9c-secret"
 
 // FuzzParseResult: ParseResult never panics, and what it accepts marshals
 // to a document it accepts again, byte-identical after one more round.

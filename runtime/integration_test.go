@@ -55,6 +55,9 @@ func TestContainerd(t *testing.T) {
 	t.Run("List", e.testList)
 	t.Run("EnsureImage", e.testEnsureImage)
 	t.Run("PullFromLoopbackRegistry", e.testPull)
+	t.Run("PullProgress", e.testPullProgress)
+	t.Run("PullCredentials", e.testPullCredentials)
+	t.Run("PruneLRU", e.testPrune)
 }
 
 func TestNewUnavailable(t *testing.T) {

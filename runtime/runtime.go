@@ -1,7 +1,9 @@
 // Package runtime runs a job's operations in one hardened containerd container.
 //
-// It owns everything the worker does with containerd: importing or pulling the image,
-// building the hardened OCI spec (see SpecOpts), creating the container named from the
+// It owns everything the worker does with containerd: importing or pulling the image
+// (registry credentials, progress, an LRU-pruned disk budget: EnsureImage, Prune),
+// building the hardened OCI spec (see SpecOpts) with the job's GPUs (GPUSpecOpts: CDI,
+// the NVIDIA hook, AMD device nodes), creating the container named from the
 // job (ContainerID), running each operation as a task whose output a log writer owned
 // by the shim appends to a file (RunLoggerIfInvoked), re-attaching to a task that
 // outlived the worker process, killing, inspecting, listing and removing the containers
@@ -118,6 +120,11 @@ type Config struct {
 	// empty: EgressNone (default) or EgressAllow. New checks that it can be
 	// applied (CheckEgress).
 	Egress string
+	// GPU says where the host's CDI specs, NVIDIA hook and device nodes are (the real
+	// host when zero). See GPUSpecOpts.
+	GPU GPUHost
+	// Images configures pulls (credentials, progress) and the image cache budget.
+	Images ImageConfig
 }
 
 // Runtime is a connection to one containerd daemon, scoped to one namespace. It is
@@ -134,6 +141,8 @@ type Runtime struct {
 	logLimit    int64
 	egress      string
 	clientLog   *clog.Entry
+	gpu         GPUHost
+	images      ImageConfig
 }
 
 // New connects to containerd at cfg.Address and checks that it answers (Version)
@@ -149,6 +158,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		snapshotter: cfg.Snapshotter,
 		runtime:     cfg.Runtime,
 		egress:      cfg.Egress,
+		gpu:         cfg.GPU,
+		images:      cfg.Images,
 	}
 	if r.egress == "" {
 		r.egress = EgressNone

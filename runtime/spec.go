@@ -78,6 +78,12 @@ type ContainerSpec struct {
 	// Create writes one naming the NAT's DNS forwarder (resolv.conf beside the
 	// workspace) when this is empty.
 	ResolvConf string
+	// GPUVendor and GPUs are the GPUs given to the container (see GPUSpecOpts): device
+	// IDs of that vendor's GPUs, each an index ("0"), for NVIDIA also a UUID
+	// ("GPU-…"), or GPUAll alone. The caller chooses them, so that containers running
+	// at the same time can get disjoint GPUs. Empty: no GPU.
+	GPUVendor GPUVendor
+	GPUs      []string
 }
 
 // ContainerID names the container of one attempt at a job: "hn-<job>-<attempt>".
@@ -129,6 +135,9 @@ func (s ContainerSpec) Validate() error {
 	}
 	if s.Egress != "" && s.Egress != EgressNone && s.Egress != EgressAllow {
 		return bad("egress %q is not %s or %s", s.Egress, EgressNone, EgressAllow)
+	}
+	if err := validateGPUs(s.GPUVendor, s.GPUs); err != nil {
+		return bad("%s", err.Error())
 	}
 	if s.MemoryBytes > 0 && s.MemoryBytes < 4<<20 {
 		return bad("memory %d bytes is below the 4 MiB a container needs to start", s.MemoryBytes)
@@ -274,6 +283,10 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	if err := CheckEgress(s.Egress); err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
+	gpuOpts, err := GPUSpecOpts(s, r.gpu)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", s.ID, err)
+	}
 	ctx = r.ctx(ctx)
 	img, err := r.image(ctx, s.Image)
 	if err != nil {
@@ -296,7 +309,7 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 
 	c, err := r.existing(ctx, s.ID, img.Name())
 	if errdefs.IsNotFound(err) {
-		c, err = r.newContainer(ctx, s, img)
+		c, err = r.newContainer(ctx, s, img, gpuOpts)
 		if errdefs.IsAlreadyExists(err) {
 			c, err = r.existing(ctx, s.ID, img.Name())
 		}
@@ -320,7 +333,7 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	return nil
 }
 
-func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.Image) (client.Container, error) {
+func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.Image, gpuOpts []oci.SpecOpts) (client.Container, error) {
 	if err := r.unpack(ctx, img); err != nil {
 		return nil, err
 	}
@@ -342,6 +355,7 @@ func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.
 	labels[LabelEgress] = s.Egress
 
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, SpecOpts(s)...)
+	specOpts = append(specOpts, gpuOpts...) // last: CDI edits and the GPU env win
 	return r.client.NewContainer(ctx, s.ID,
 		client.WithImage(img),
 		client.WithSnapshotter(r.snapshotter),

@@ -10,12 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/gagliardetto/solana-go"
 	"github.com/joho/godotenv"
 	"github.com/spf13/pflag"
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/ipfs"
+	"github.com/hypernode-sol/worker/jobdef"
+	"github.com/hypernode-sol/worker/runtime"
 	"github.com/hypernode-sol/worker/statusapi"
 )
 
@@ -41,29 +44,33 @@ type Config struct {
 	KeypairPath         string // KEYPAIR_PATH
 	Market              solana.PublicKey
 	MarketSet           bool
-	Program             solana.PublicKey // PROGRAM_ID
-	Staking             solana.PublicKey // STAKING_PROGRAM_ID
-	Gateways            []string         // IPFS_GATEWAY
-	UploadURL           string           // IPFS_UPLOAD_URL (kubo RPC API base)
-	Upload              string           // IPFS_UPLOAD: kubo or pinata (see parseUpload)
-	PinataJWT           ipfs.Secret      // PINATA_JWT (env or .env only; never logged)
-	PinataURL           string           // PINATA_API_URL
-	ContainerRuntime    string           // CONTAINER_RUNTIME
-	ContainerdAddress   string           // CONTAINERD_ADDRESS
-	AutoAccept          bool             // AUTO_ACCEPT
-	PollInterval        time.Duration    // POLLING_INTERVAL (ms)
-	HealthInterval      time.Duration    // HEALTH_CHECK_INTERVAL (ms)
-	DataDir             string           // HYPERNODE_DATA_DIR
-	LocalnetAddr        string           // LOCALNET_ADDR
-	GPUInventory        string           // GPU_INVENTORY
-	Slots               int              // PARALLEL_JOBS
-	ImportImages        []string         // IMPORT_IMAGES: OCI archives imported at start
-	LogFormat           string           // LOG_FORMAT: auto, console, json
-	QuarantineJournal   bool             // --quarantine-corrupt-journal
-	KeypairDefault      bool             // KEYPAIR_PATH was not given: the local market's node key, created when missing
-	WorkspaceLimitBytes int64            // WORKSPACE_LIMIT_MB
-	APIAddr             string           // API_ADDR: loopback address of the local API and dashboard; empty = unix socket only
-	Sandbox             SandboxConfig    // EGRESS_POLICY, LOG_LIMIT_MB, MODEL_CACHE_*
+	Program             solana.PublicKey     // PROGRAM_ID
+	Staking             solana.PublicKey     // STAKING_PROGRAM_ID
+	Gateways            []string             // IPFS_GATEWAY
+	UploadURL           string               // IPFS_UPLOAD_URL (kubo RPC API base)
+	Upload              string               // IPFS_UPLOAD: kubo or pinata (see parseUpload)
+	PinataJWT           ipfs.Secret          // PINATA_JWT (env or .env only; never logged)
+	PinataURL           string               // PINATA_API_URL
+	ContainerRuntime    string               // CONTAINER_RUNTIME
+	ContainerdAddress   string               // CONTAINERD_ADDRESS
+	AutoAccept          bool                 // AUTO_ACCEPT
+	PollInterval        time.Duration        // POLLING_INTERVAL (ms)
+	HealthInterval      time.Duration        // HEALTH_CHECK_INTERVAL (ms)
+	DataDir             string               // HYPERNODE_DATA_DIR
+	LocalnetAddr        string               // LOCALNET_ADDR
+	GPUInventory        string               // GPU_INVENTORY
+	Slots               int                  // PARALLEL_JOBS
+	ImportImages        []string             // IMPORT_IMAGES: OCI archives imported at start
+	LogFormat           string               // LOG_FORMAT: auto, console, json
+	QuarantineJournal   bool                 // --quarantine-corrupt-journal
+	KeypairDefault      bool                 // KEYPAIR_PATH was not given: the local market's node key, created when missing
+	WorkspaceLimitBytes int64                // WORKSPACE_LIMIT_MB
+	APIAddr             string               // API_ADDR: loopback address of the local API and dashboard; empty = unix socket only
+	Sandbox             SandboxConfig        // EGRESS_POLICY, LOG_LIMIT_MB, MODEL_CACHE_*
+	RegistryAuth        runtime.RegistryAuth // REGISTRY_AUTH file plus REGISTRY_HOST/USER/PASSWORD; secrets
+	RegistryAuthFile    string               // REGISTRY_AUTH
+	ImageCacheBytes     int64                // IMAGE_CACHE_LIMIT_MB; 0 = no budget
+	PrepullImages       []string             // PREPULL_IMAGES, normalised refs
 }
 
 // regularFile checks that path names a readable regular file.
@@ -109,6 +116,12 @@ var settings = []setting{
 	{"LOG_FORMAT", "log-format", "auto", "auto (console on a terminal, else JSON), console or json"},
 	{"WORKSPACE_LIMIT_MB", "workspace-limit-mb", "10240", "MiB a job may write under /workspace before it is stopped and failed"},
 	{"API_ADDR", "api-addr", "", "loopback address (e.g. 127.0.0.1:9090) serving the local API and web dashboard; empty: only DATA_DIR/worker.sock"},
+	{"REGISTRY_AUTH", "registry-auth", "", "Docker config.json with private-registry credentials (auths), mode 0600"},
+	{"REGISTRY_HOST", "registry-host", "", "registry host that REGISTRY_USER/REGISTRY_PASSWORD are for (e.g. ghcr.io, 127.0.0.1:5000)"},
+	{"REGISTRY_USER", "registry-user", "", "user name for REGISTRY_HOST"},
+	{"REGISTRY_PASSWORD", "registry-password", "", "password or token for REGISTRY_HOST (prefer the environment or .env to a flag)"},
+	{"IMAGE_CACHE_LIMIT_MB", "image-cache-limit-mb", "0", "MiB the worker's images may take; least recently used unused images are removed past it (0: no limit)"},
+	{"PREPULL_IMAGES", "prepull-images", "", "images pulled in the background at start: comma-separated refs, or 'frameworks' for the market's default images"},
 }
 
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
@@ -265,6 +278,9 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	if err := parseSandboxConfig(c, raw); err != nil {
 		return nil, err
 	}
+	if err := c.parseImages(raw); err != nil {
+		return nil, err
+	}
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:
@@ -303,3 +319,51 @@ func (c *Config) Local() bool { return c.Network == "localnet" }
 
 // JournalPath is the journal file in the data directory.
 func (c *Config) JournalPath() string { return filepath.Join(c.DataDir, "journal.db") }
+
+// parseImages reads the registry and image cache settings. Errors name the setting,
+// never a password.
+func (c *Config) parseImages(raw map[string]string) error {
+	c.RegistryAuth = runtime.RegistryAuth{}
+	if p := raw["REGISTRY_AUTH"]; p != "" {
+		a, err := runtime.LoadDockerConfig(p)
+		if err != nil {
+			return usageErr("REGISTRY_AUTH: %v", err)
+		}
+		c.RegistryAuth, c.RegistryAuthFile = a, p
+	}
+	host, user, pass := raw["REGISTRY_HOST"], raw["REGISTRY_USER"], raw["REGISTRY_PASSWORD"]
+	switch {
+	case host == "" && user == "" && pass == "":
+	case host == "" || user == "" || pass == "":
+		return usageErr("REGISTRY_HOST, REGISTRY_USER and REGISTRY_PASSWORD go together (host %q, user %q, password set: %v)", host, user, pass != "")
+	default:
+		h := runtime.RegistryHost(host)
+		if h == "" || strings.ContainsAny(h, " \t") {
+			return usageErr("REGISTRY_HOST %q is not a registry host", host)
+		}
+		c.RegistryAuth[h] = runtime.Credential{Username: user, Secret: pass}
+	}
+	mb, err := strconv.ParseInt(raw["IMAGE_CACHE_LIMIT_MB"], 10, 64)
+	if err != nil || mb < 0 || mb > 1<<30 {
+		return usageErr("IMAGE_CACHE_LIMIT_MB %q is not a number of MiB from 0 (no limit) to 1073741824", raw["IMAGE_CACHE_LIMIT_MB"])
+	}
+	c.ImageCacheBytes = mb << 20
+	c.PrepullImages = nil
+	for _, ref := range strings.Split(raw["PREPULL_IMAGES"], ",") {
+		ref = strings.TrimSpace(ref)
+		switch ref {
+		case "":
+		case "frameworks":
+			for _, f := range []string{jobdef.FrameworkPyTorch, jobdef.FrameworkHuggingFace, jobdef.FrameworkStableDiffusion, jobdef.FrameworkOllama} {
+				img, _ := jobdef.DefaultImage(f)
+				c.PrepullImages = append(c.PrepullImages, img)
+			}
+		default:
+			if _, err := reference.ParseDockerRef(ref); err != nil {
+				return usageErr("PREPULL_IMAGES: %q is not an image reference (%v)", ref, err)
+			}
+			c.PrepullImages = append(c.PrepullImages, ref)
+		}
+	}
+	return nil
+}

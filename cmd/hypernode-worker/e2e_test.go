@@ -382,6 +382,10 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{"image archive is a directory", []string{"start", "--import-image", dir}, "is not a regular file"},
 		{"workspace limit", []string{"config", "--workspace-limit-mb", "0"}, "WORKSPACE_LIMIT_MB"},
 		{"API address not loopback", []string{"config", "--api-addr", "0.0.0.0:9090"}, `API_ADDR "0.0.0.0:9090" is not a loopback address`},
+		{"registry password without host", []string{"config", "--registry-user", "u", "--registry-password", "s3cr3t-registry-pw"}, "go together"},
+		{"registry auth readable by others", []string{"config", "--registry-auth", open}, "REGISTRY_AUTH"},
+		{"image cache limit", []string{"config", "--image-cache-limit-mb", "-1"}, "IMAGE_CACHE_LIMIT_MB"},
+		{"prepull reference", []string{"config", "--prepull-images", "ok:1,Not A Ref"}, "PREPULL_IMAGES"},
 	}
 	envFile := filepath.Join(dir, "bad.env")
 	os.WriteFile(envFile, []byte("bad line here\nPINATA_JWT=super-secret-token\n"), 0o600)
@@ -403,7 +407,7 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 			if code != 2 || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, c.want) {
 				t.Fatalf("exit %d, stderr %q; want 2 and one line containing %q", code, msg, c.want)
 			}
-			if strings.Contains(msg, strconv.Itoa(int(key[0]))+",") || strings.Contains(msg, "super-secret") {
+			if strings.Contains(msg, strconv.Itoa(int(key[0]))+",") || strings.Contains(msg, "super-secret") || strings.Contains(msg, "s3cr3t") {
 				t.Fatal("secret material in the error")
 			}
 		})

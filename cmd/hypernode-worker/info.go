@@ -60,6 +60,8 @@ func newConfigCmd() *cobra.Command {
 				{"WORKSPACE_LIMIT_MB", fmt.Sprint(cfg.WorkspaceLimitBytes >> 20)}, {"EGRESS_POLICY", cfg.Sandbox.Egress},
 				{"LOG_LIMIT_MB", fmt.Sprint(cfg.Sandbox.LogLimitBytes >> 20)}, {"MODEL_CACHE_DIR", cfg.Sandbox.ModelCacheDir},
 				{"MODEL_CACHE_LIMIT_MB", fmt.Sprint(cfg.Sandbox.ModelCacheLimitBytes >> 20)},
+				{"REGISTRY_AUTH", cfg.RegistryAuthFile}, {"registry credentials for", strings.Join(cfg.RegistryAuth.Hosts(), ",")},
+				{"IMAGE_CACHE_LIMIT_MB", fmt.Sprint(cfg.ImageCacheBytes >> 20)}, {"PREPULL_IMAGES", strings.Join(cfg.PrepullImages, ",")},
 			}
 			for _, r := range rows {
 				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
@@ -189,6 +191,20 @@ func selfTest(ctx context.Context, out io.Writer, cfg *Config) error {
 		check("hardware", nil, fmt.Sprintf("%s, %d GB RAM, %d GPU(s)", specs.CPU.Model, specs.RAMBytes>>30, len(specs.GPUs)))
 	} else {
 		check("hardware", err, "")
+	}
+	if err == nil && cfg.GPUInventory == "" {
+		for _, v := range []hardware.Vendor{hardware.VendorNVIDIA, hardware.VendorAMD} {
+			n := 0
+			for _, g := range specs.GPUs {
+				if g.Vendor == v {
+					n++
+				}
+			}
+			if n > 0 {
+				how, err := runtime.GPUHost{}.Passthrough(runtime.GPUVendor(v))
+				check(fmt.Sprintf("%d %s GPU(s) for containers", n, v), err, how)
+			}
+		}
 	}
 	rt, err := runtime.New(ctx, runtime.Config{Address: cfg.ContainerdAddress})
 	if err == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hypernode-sol/worker/fsm"
+	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -81,6 +82,8 @@ func resumeJob(ctx context.Context, cfg *Config, job solana.PublicKey, action st
 	if err := w.connect(ctx); err != nil {
 		return err
 	}
+	// The GPUs a container created again is given (a failed Detect leaves none).
+	w.specs, _ = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
 	d := w.driver()
 	rec, err := d.Reconcile(ctx, job)
 	if err != nil {

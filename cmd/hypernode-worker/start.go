@@ -8,10 +8,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -140,12 +142,18 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 		defer close(healthDone)
 		w.health(ctx, loop, started)
 	}()
+	prepullDone := make(chan struct{})
+	go func() {
+		defer close(prepullDone)
+		w.prepull(ctx)
+	}()
 	fmt.Fprintln(stdout, "\n✨ Worker started successfully!")
 	fmt.Fprintln(stdout, "👀 Watching for jobs...")
 	w.log.Info().Str("node", w.key.PublicKey().String()).Str("market", cfg.Market.String()).Str("rpc", cfg.RPCURL).Msg("worker started")
 
 	err = loop.Run(ctx)
 	<-healthDone
+	<-prepullDone
 	w.log.Info().Msg("stopping: leaving the market's node queue")
 	uctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -160,8 +168,9 @@ func (w *worker) driver() *fsm.Driver {
 	fetcher := w.cfg.fetcher(maxDefinitionBytes)
 	fetcher.Log = &w.log
 	store := &ipfsStore{fetcher: fetcher, uploader: w.cfg.uploader()}
-	d := &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
-		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
+	d := &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{rt: w.rt, log: w.log}, DataDir: w.cfg.DataDir,
+		GPUs: w.jobGPUs(),
+		Log:  w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
 		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes, MaxLogBytes: w.cfg.Sandbox.LogLimitBytes}}
 	w.sandbox(d)
 	return d
@@ -302,7 +311,11 @@ func (w *worker) startLocalnet(ctx context.Context) error {
 }
 
 func (w *worker) connectRuntime(ctx context.Context) error {
-	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress,
+	images := runtime.ImageConfig{Auth: w.cfg.RegistryAuth, CacheLimitBytes: w.cfg.ImageCacheBytes}
+	if f, ok := w.out.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		images.Progress = runtime.TerminalProgress(f) // a progress line on a terminal; log lines otherwise
+	}
+	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress, Images: images,
 		LogLimitBytes: w.cfg.Sandbox.LogLimitBytes, Egress: w.cfg.Sandbox.Egress})
 	if err != nil {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
@@ -359,18 +372,51 @@ func (s *ipfsStore) AddFile(ctx context.Context, path string) (string, int64, er
 	return s.uploader.AddFile(ctx, path)
 }
 
+// jobGPUs lists the GPUs jobs may be given: NVIDIA and AMD ones, by the vendor
+// tool's index, MIG-enabled ones left out (the worker runs jobs on whole GPUs). A
+// captured inventory (GPU_INVENTORY) describes another machine: no GPU is given.
+func (w *worker) jobGPUs() []fsm.GPU {
+	if w.cfg.GPUInventory != "" || w.specs == nil {
+		return nil
+	}
+	var out []fsm.GPU
+	for _, g := range w.specs.GPUs {
+		if g.MIG || (g.Vendor != hardware.VendorNVIDIA && g.Vendor != hardware.VendorAMD) {
+			continue
+		}
+		out = append(out, fsm.GPU{Vendor: string(g.Vendor), ID: strconv.Itoa(g.Index), VRAMGiB: g.VRAMGiB()})
+	}
+	return out
+}
+
+// prepull pulls the PREPULL_IMAGES one after another until done or ctx ends; a
+// failure is logged and the next image tried.
+func (w *worker) prepull(ctx context.Context) {
+	for _, ref := range w.cfg.PrepullImages {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := w.rt.EnsureImage(w.log.WithContext(ctx), ref); err != nil && ctx.Err() == nil {
+			w.log.Warn().Err(err).Str("image", ref).Msg("prepull")
+		}
+	}
+}
+
 // runtimeAdapter implements fsm.Runtime over the runtime package.
-type runtimeAdapter struct{ rt *runtime.Runtime }
+type runtimeAdapter struct {
+	rt  *runtime.Runtime
+	log zerolog.Logger // pulls log their progress here
+}
 
 func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
-	return a.rt.EnsureImage(ctx, ref)
+	return a.rt.EnsureImage(a.log.WithContext(ctx), ref)
 }
 
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
-		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
+		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit, ShmBytes: s.ShmBytes,
 		ModelDir: s.ModelDir, ModelReadOnly: s.ModelReadOnly,
-		Labels: map[string]string{fsm.LabelNode: s.Node}})
+		Labels: map[string]string{fsm.LabelNode: s.Node}, GPUVendor: runtime.GPUVendor(s.GPUVendor), GPUs: s.GPUs})
 }
 
 func (a runtimeAdapter) Inspect(ctx context.Context, id string) (fsm.ContainerState, error) {

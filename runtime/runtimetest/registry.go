@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // StartRegistry starts Debian's docker-registry (distribution 2.x) on a free
@@ -18,6 +20,19 @@ import (
 // answers, stops it on cleanup, and returns its host:port. It skips the test under
 // -short or when docker-registry is not installed (apt-get install docker-registry).
 func StartRegistry(t testing.TB) (host string) {
+	t.Helper()
+	return startRegistry(t, "", "")
+}
+
+// StartRegistryAuth is StartRegistry for a registry that demands HTTP basic
+// authentication (distribution's auth.htpasswd, with a bcrypt htpasswd file holding
+// user and password): pulls and pushes without them get 401.
+func StartRegistryAuth(t testing.TB, user, password string) (host string) {
+	t.Helper()
+	return startRegistry(t, user, password)
+}
+
+func startRegistry(t testing.TB, user, password string) (host string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: needs a registry (skipped with -short)")
@@ -34,6 +49,18 @@ func StartRegistry(t testing.TB) (host string) {
 	host = l.Addr().String()
 	l.Close()
 	cfg := filepath.Join(dir, "config.yml")
+	auth := ""
+	if user != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: hypernode-test\n    path: %s\n", htpasswd)
+	}
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -42,7 +69,7 @@ storage:
     rootdirectory: %s
 http:
   addr: %s
-`, filepath.Join(dir, "data"), host)), 0o600); err != nil {
+%s`, filepath.Join(dir, "data"), host, auth)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logf, err := os.Create(filepath.Join(dir, "registry.log"))
@@ -75,7 +102,7 @@ http:
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/", nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || (user != "" && resp.StatusCode == http.StatusUnauthorized) {
 				return host
 			}
 		}

@@ -9,6 +9,9 @@
 # Image name: hypernode.local/test:latest (annotations io.containerd.image.name and
 # org.opencontainers.image.ref.name in index.json); IMAGE_NAME overrides it. IMAGE_USER
 # (e.g. 65534:65534) sets the config's User; the default is none, i.e. root.
+# EXTRA_FILES (space-separated absolute host paths) are copied into the rootfs at the
+# same paths, symlinks dereferenced (scripts/device-gpu-check.sh adds the glibc that the
+# host's nvidia-smi needs).
 #
 # Deterministic: sorted tar entries, mtime 0, uid/gid 0, gzip without name or time, so
 # the same busybox binary always gives the same manifest digest. Needs only bash, GNU
@@ -80,6 +83,12 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 : >"$root/etc/hostname"
+for f in ${EXTRA_FILES:-}; do
+	case "$f" in /*) ;; *) die "EXTRA_FILES entry $f is not an absolute path" ;; esac
+	[ -e "$f" ] || die "EXTRA_FILES entry $f does not exist"
+	mkdir -p "$root$(dirname "$f")"
+	cp -L "$f" "$root$f"
+done
 
 # --- blobs ---------------------------------------------------------------------------
 layout=$work/layout
