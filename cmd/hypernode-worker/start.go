@@ -68,7 +68,8 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	var err error
 
 	fmt.Fprintln(stdout, "📊 Detecting system specifications...")
-	w.specs, err = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
+	w.specs, err = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory,
+		ContainerRuntime: containerdVersion(cfg.ContainerdAddress)})
 	if err != nil {
 		return fmt.Errorf("detect hardware: %w", err)
 	}
@@ -168,12 +169,6 @@ func (w *worker) driver() *fsm.Driver {
 
 // maxDefinitionBytes bounds a fetched job definition.
 const maxDefinitionBytes = 2 << 20
-
-const banner = `╔══════════════════════════════════════╗
-║     HYPERNODE GPU WORKER CLIENT      ║
-╚══════════════════════════════════════╝
-
-`
 
 func (w *worker) close() {
 	if w.rt != nil {
@@ -306,7 +301,7 @@ func (w *worker) connectRuntime(ctx context.Context) error {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
 	}
 	w.rt = rt
-	fmt.Fprintf(w.out, "  Container Runtime: containerd %s (%s)\n", rt.DaemonVersion(), rt.Address())
+	w.log.Info().Str("version", rt.DaemonVersion()).Str("address", rt.Address()).Msg("containerd connected")
 	for _, archive := range w.cfg.ImportImages {
 		names, err := rt.ImportArchive(ctx, archive)
 		if err != nil {
@@ -320,19 +315,6 @@ func (w *worker) connectRuntime(ctx context.Context) error {
 func shortKey(k solana.PublicKey) string {
 	s := k.String()
 	return s[:4] + "..." + s[len(s)-4:]
-}
-
-func printSpecs(w io.Writer, s *hardware.Specs) {
-	fmt.Fprintf(w, "  CPU: %s (%d cores, %d threads)\n", s.CPU.Model, s.CPU.Cores, s.CPU.Threads)
-	fmt.Fprintf(w, "  RAM: %d GB\n", s.RAMBytes>>30)
-	fmt.Fprintf(w, "  OS: %s\n", s.OS)
-	fmt.Fprintf(w, "  GPUs: %d\n", len(s.GPUs))
-	for i, g := range s.GPUs {
-		fmt.Fprintf(w, "    %d. %s (%d GB VRAM)\n", i+1, g.Name, g.VRAMBytes>>30)
-	}
-	for _, warn := range s.Warnings {
-		fmt.Fprintf(w, "  ⚠ %s\n", warn)
-	}
 }
 
 // ipfsStore implements fsm.Store over the ipfs package.
