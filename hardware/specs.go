@@ -37,12 +37,12 @@ const GiB = 1 << 30
 // Specs is what Detect found. Parts it could not find are zero and explained
 // in Warnings.
 type Specs struct {
-	CPU           CPU      `json:"cpu"`
-	RAMBytes      uint64   `json:"ram_bytes"`       // usable physical memory
-	DiskFreeBytes uint64   `json:"disk_free_bytes"` // available to unprivileged users on Options.DiskPath
-	DiskPath      string   `json:"disk_path"`
-	OS            string   `json:"os"` // GOOS and the distribution's PRETTY_NAME: "linux Debian GNU/Linux 12 (bookworm)"
-	GPUs          []GPU    `json:"gpus"`
+	CPU           CPU    `json:"cpu"`
+	RAMBytes      uint64 `json:"ram_bytes"`       // usable physical memory
+	DiskFreeBytes uint64 `json:"disk_free_bytes"` // available to unprivileged users on Options.DiskPath
+	DiskPath      string `json:"disk_path"`
+	OS            string `json:"os"` // GOOS and the distribution's PRETTY_NAME: "linux Debian GNU/Linux 12 (bookworm)"
+	GPUs          []GPU  `json:"gpus"`
 	// PCIGPUs are the display controllers on the PCI bus (ghw), listed
 	// whether or not a vendor tool reports them; empty with an inventory file.
 	PCIGPUs []PCIDevice `json:"pci_gpus,omitempty"`
