@@ -59,6 +59,7 @@ type Config struct {
 	QuarantineJournal   bool             // --quarantine-corrupt-journal
 	KeypairDefault      bool             // KEYPAIR_PATH was not given: the local market's node key, created when missing
 	WorkspaceLimitBytes int64            // WORKSPACE_LIMIT_MB
+	DiskFloorBytes      uint64           // DISK_FLOOR_MB: claiming pauses while the data directory has less free
 }
 
 // regularFile checks that path names a readable regular file.
@@ -100,6 +101,7 @@ var settings = []setting{
 	{"IMPORT_IMAGES", "import-image", "", "OCI image archives to import at start, comma-separated"},
 	{"LOG_FORMAT", "log-format", "auto", "auto (console on a terminal, else JSON), console or json"},
 	{"WORKSPACE_LIMIT_MB", "workspace-limit-mb", "10240", "MiB a job may write under /workspace before it is stopped and failed"},
+	{"DISK_FLOOR_MB", "disk-floor-mb", "2048", "MiB of free disk in the data directory under which claiming pauses (0: no floor)"},
 }
 
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
@@ -249,6 +251,11 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		return nil, usageErr("WORKSPACE_LIMIT_MB %q is not a number of MiB from 1 to 16777216", raw["WORKSPACE_LIMIT_MB"])
 	}
 	c.WorkspaceLimitBytes = mb << 20
+	floor, err := strconv.ParseUint(raw["DISK_FLOOR_MB"], 10, 64)
+	if err != nil || floor > 1<<30 {
+		return nil, usageErr("DISK_FLOOR_MB %q is not a number of MiB from 0 to 1073741824", raw["DISK_FLOOR_MB"])
+	}
+	c.DiskFloorBytes = floor << 20
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:

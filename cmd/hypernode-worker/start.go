@@ -55,6 +55,7 @@ type worker struct {
 	chain   *chain.Client
 	rt      *runtime.Runtime
 	specs   *hardware.Specs
+	monitor *hardware.Monitor // health samples and the claim gate (health.go)
 }
 
 func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
@@ -131,6 +132,8 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
 	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
 	started := time.Now()
+	w.monitor = w.newMonitor(loop, started)
+	loop.Gate = w.monitor.Gate
 	api, err := statusapi.Listen(filepath.Join(cfg.DataDir, "worker.sock"), func(ctx context.Context) (*statusapi.Status, error) {
 		return w.status(ctx, loop, started)
 	})
@@ -141,7 +144,7 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	healthDone := make(chan struct{})
 	go func() {
 		defer close(healthDone)
-		w.health(ctx, loop, started)
+		w.monitor.Run(ctx, cfg.HealthInterval)
 	}()
 	fmt.Fprintln(stdout, "\n✨ Worker started successfully!")
 	fmt.Fprintln(stdout, "👀 Watching for jobs...")
@@ -379,27 +382,6 @@ func (a runtimeAdapter) RunOp(ctx context.Context, id string, n int, op fsm.Op, 
 
 func (a runtimeAdapter) Kill(ctx context.Context, id string) error   { return a.rt.Kill(ctx, id) }
 func (a runtimeAdapter) Remove(ctx context.Context, id string) error { return a.rt.Remove(ctx, id) }
-
-// health logs a health sample every HEALTH_CHECK_INTERVAL until ctx ends.
-func (w *worker) health(ctx context.Context, loop *fsm.Loop, started time.Time) {
-	t := time.NewTicker(w.cfg.HealthInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		sample, err := hardware.Sample(ctx, w.cfg.DataDir)
-		ev := w.log.Info().Int("active_jobs", loop.Active()).Dur("uptime", time.Since(started).Round(time.Second))
-		if err == nil {
-			ev = ev.Float64("cpu_pct", sample.CPUPercent).Float64("ram_pct", sample.RAMPercent).Uint64("disk_free_bytes", sample.DiskFreeBytes)
-		} else {
-			ev = ev.Err(err)
-		}
-		ev.Msg("health")
-	}
-}
 
 func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) (*statusapi.Status, error) {
 	st := &statusapi.Status{Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: w.cfg.RPCURL,
