@@ -100,4 +100,3 @@ func printStatus(out io.Writer, st *statusapi.Status, running bool) {
 	}
 	tw.Flush()
 }
-
