@@ -81,7 +81,21 @@ func parseModalias(m string) (vendor, device, class string, ok bool) {
 	if len(m) < 53 || !strings.HasPrefix(m, "pci:v") {
 		return "", "", "", false
 	}
-	return strings.ToLower(m[9:13]), strings.ToLower(m[18:22]), strings.ToLower(m[44:46]), true
+	vendor, device, class = m[9:13], m[18:22], m[44:46]
+	if !isHex(vendor) || !isHex(device) || !isHex(class) {
+		return "", "", "", false
+	}
+	return strings.ToLower(vendor), strings.ToLower(device), strings.ToLower(class), true
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // pciGPUWarnings explains PCI display controllers of a vendor whose tool
