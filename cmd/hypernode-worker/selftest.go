@@ -45,7 +45,7 @@ type selfTestReport struct {
 
 // defaultTestImage is run by the "test container" check unless --test-image
 // names another; it is pulled when absent.
-const defaultTestImage = "docker.io/library/busybox:latest"
+const defaultTestImage = "busybox:latest"
 
 func newTestCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -53,8 +53,8 @@ func newTestCmd() *cobra.Command {
 		Short: "Self-test this machine: hardware, GPUs, disk, containerd, a test container, keypair, RPC, market, stake, gateways",
 		Long: `Run every check the worker depends on and print a table of results. A failed check makes the
 exit status 1; a missing GPU is reported as "none found" and skipped, not failed (such a
-machine takes jobs that need no GPU). The test container runs --test-image (pulled when absent,
-or imported from IMPORT_IMAGES first).`,
+machine takes jobs that need no GPU). The test container runs --test-image, by default the
+first image of IMPORT_IMAGES (imported first), else ` + defaultTestImage + ` (pulled when absent).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.Flags())
@@ -62,6 +62,9 @@ or imported from IMPORT_IMAGES first).`,
 				return err
 			}
 			image, _ := cmd.Flags().GetString("test-image")
+			if !cmd.Flags().Changed("test-image") {
+				image = "" // the first IMPORT_IMAGES image, else defaultTestImage
+			}
 			rep := selfTest(cmd.Context(), cfg, image)
 			out := cmd.OutOrStdout()
 			if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
@@ -81,7 +84,7 @@ or imported from IMPORT_IMAGES first).`,
 	}
 	addConfigFlags(cmd.Flags())
 	cmd.Flags().Bool("json", false, "print JSON")
-	cmd.Flags().String("test-image", defaultTestImage, "image the test container runs (needs /bin/sh)")
+	cmd.Flags().String("test-image", defaultTestImage, "image the test container runs (needs /bin/sh); default: the first IMPORT_IMAGES image, else this")
 	return cmd
 }
 
@@ -167,8 +170,11 @@ func selfTest(ctx context.Context, cfg *Config, testImage string) *selfTestRepor
 	} else {
 		add("containerd", checkOK, "containerd %s at %s", rt.DaemonVersion(), rt.Address())
 		tctx, cancel := bounded(2 * time.Minute)
-		d, err := runTestContainer(tctx, rt, cfg, testImage)
+		d, image, err := runTestContainer(tctx, rt, cfg, testImage)
 		cancel()
+		if image != "" {
+			testImage = image
+		}
 		if err != nil {
 			add("test container", checkFail, "%s: %v", testImage, err)
 		} else {
@@ -187,14 +193,28 @@ func selfTest(ctx context.Context, cfg *Config, testImage string) *selfTestRepor
 	return rep
 }
 
-// runTestContainer imports IMPORT_IMAGES, makes image present, and runs
-// /bin/sh -c 'echo …' in a hardened container like a job's, then removes it.
-func runTestContainer(ctx context.Context, rt *runtime.Runtime, cfg *Config, image string) (time.Duration, error) {
+// runTestContainer imports IMPORT_IMAGES, makes image present (when "",
+// the first imported image, else defaultTestImage), and runs /bin/sh -c
+// 'echo …' in a hardened container like a job's, then removes it. It
+// returns how long that took and the image it ran.
+func runTestContainer(ctx context.Context, rt *runtime.Runtime, cfg *Config, image string) (time.Duration, string, error) {
 	for _, archive := range cfg.ImportImages {
-		if _, err := rt.ImportArchive(ctx, archive); err != nil {
-			return 0, fmt.Errorf("import %s: %w", archive, err)
+		names, err := rt.ImportArchive(ctx, archive)
+		if err != nil {
+			return 0, image, fmt.Errorf("import %s: %w", archive, err)
+		}
+		if image == "" && len(names) > 0 {
+			image = names[0]
 		}
 	}
+	if image == "" {
+		image = defaultTestImage
+	}
+	d, err := runProbe(ctx, rt, image)
+	return d, image, err
+}
+
+func runProbe(ctx context.Context, rt *runtime.Runtime, image string) (time.Duration, error) {
 	if err := rt.EnsureImage(ctx, image); err != nil {
 		return 0, err
 	}
