@@ -26,6 +26,8 @@ type configReport struct {
 	Settings []configRow `json:"settings"`
 	Node     string      `json:"node,omitempty"` // the keypair's public key, when readable
 	Errors   []string    `json:"errors,omitempty"`
+
+	first error // the first invalid setting's error (wraps errUsage)
 }
 
 func newConfigCmd() *cobra.Command {
@@ -33,8 +35,8 @@ func newConfigCmd() *cobra.Command {
 		Use:   "config",
 		Short: "Show the effective configuration, where each value came from, and what is invalid",
 		Long: `Show every setting's effective value and its source: a flag, the environment, the .env file
-(--env-file) or the default. Credentials in URLs are redacted. Invalid values are named;
-the exit status is then 2.`,
+(--env-file) or the default. Credentials in URLs are redacted. Invalid values are named in
+the table; the first is also printed to stderr and the exit status is then 2.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := resolveSettings(cmd.Flags())
@@ -52,10 +54,9 @@ the exit status is then 2.`,
 			} else {
 				printConfig(out, rep)
 			}
-			if len(rep.Errors) > 0 {
-				return exitCode(2)
-			}
-			return nil
+			// The first invalid setting also goes to stderr as the one-line
+			// usage error every command gives; the exit status is 2.
+			return rep.first
 		},
 	}
 	addConfigFlags(cmd.Flags())
@@ -68,6 +69,9 @@ func buildConfigReport(r *resolved) *configReport {
 	bad := map[string]string{}
 	rep := &configReport{}
 	for _, e := range errs {
+		if rep.first == nil {
+			rep.first = e
+		}
 		if _, dup := bad[e.Setting]; !dup {
 			bad[e.Setting] = e.Msg
 		}
