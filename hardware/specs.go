@@ -1,6 +1,9 @@
-// Package hardware finds out what this machine offers the market: CPU, RAM,
-// free disk, OS and GPUs (from nvidia-smi and rocm-smi, or from a captured
-// inventory file), and whether that meets a job's on-chain GPU requirements.
+// Package hardware finds out what this machine offers the market and whether
+// it is healthy: CPU, RAM, free disk, OS, PCI display controllers (ghw, never
+// downloading the PCI database) and GPUs (from nvidia-smi and rocm-smi, or
+// from a captured inventory file), whether that meets a job's on-chain GPU
+// requirements (Specs.Fits), and health samples whose Monitor pauses
+// claiming while a GPU is gone or the disk is under its floor.
 package hardware
 
 import (
