@@ -45,6 +45,12 @@ type Loop struct {
 	// every ReapEvery (default 5 minutes).
 	Reaper    *Reaper
 	ReapEvery time.Duration
+	// Gate, when set, is asked before each claim and before joining the
+	// node queue; while it answers false the loop claims nothing new (see
+	// gate.go). Jobs already running or assigned go on.
+	Gate Gate
+
+	gate gateState
 
 	mu      sync.Mutex
 	running map[solana.PublicKey]bool
@@ -162,6 +168,9 @@ func (l *Loop) poll(ctx context.Context) bool {
 	}
 	if l.Active() >= l.Slots {
 		return true
+	}
+	if !l.gateOpen(ctx) {
+		return l.Active() > 0
 	}
 	m, err := l.Market.GetMarket(ctx)
 	if ctx.Err() != nil {

@@ -45,6 +45,9 @@ func checkParsed(t *testing.T, gpus []GPU, err error, vendor Vendor) {
 		if g.Vendor != vendor || g.Index < 0 {
 			t.Fatalf("bad GPU %+v", g)
 		}
+		if u := g.UtilizationPct; u != nil && (*u < 0 || *u > 100 || *u != *u) {
+			t.Fatalf("utilisation %v out of 0..100", *u)
+		}
 	}
 	s := &Specs{GPUs: gpus}
 	_ = s.Fits(8, GPUTypeAny)
@@ -83,6 +86,29 @@ func FuzzParseInventory(f *testing.F) {
 		}
 		if len(gpus) > maxGPUs {
 			t.Fatalf("%d GPUs", len(gpus))
+		}
+	})
+}
+
+func FuzzParseCPUTimes(f *testing.F) {
+	f.Add([]byte("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n"))
+	f.Add([]byte("cpu 1 2 3"))
+	f.Add([]byte("cpu 18446744073709551615 18446744073709551615 0 0 0"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := parseCPUTimes(b)
+		if err == nil && v[0] > v[1] {
+			t.Fatalf("busy %d > total %d", v[0], v[1])
+		}
+	})
+}
+
+func FuzzParseModalias(f *testing.F) {
+	f.Add("pci:v000010DEd00002231sv000010DEsd0000147Ebc03sc00i00")
+	f.Add("pci:v")
+	f.Fuzz(func(t *testing.T, m string) {
+		v, d, c, ok := parseModalias(m)
+		if ok && (len(v) != 4 || len(d) != 4 || len(c) != 2) {
+			t.Fatalf("%q -> %q %q %q", m, v, d, c)
 		}
 	})
 }

@@ -25,6 +25,7 @@ const maxGPUs = 1024
 type smiLog struct {
 	XMLName       xml.Name `xml:"nvidia_smi_log"`
 	DriverVersion string   `xml:"driver_version"`
+	CUDAVersion   string   `xml:"cuda_version"`
 	AttachedGPUs  string   `xml:"attached_gpus"`
 	GPUs          []smiGPU `xml:"gpu"`
 }
@@ -36,12 +37,16 @@ type smiGPU struct {
 	PCIBusID    string `xml:"pci>pci_bus_id"`
 	CurrentMIG  string `xml:"mig_mode>current_mig"`
 	FBTotal     string `xml:"fb_memory_usage>total"` // the GPU's own, not a MIG device's
+	FBUsed      string `xml:"fb_memory_usage>used"`
+	GPUUtil     string `xml:"utilization>gpu_util"` // "3 %"
 }
 
 // ParseNvidiaSMIXML reads the output of `nvidia-smi -q -x`: one GPU per
 // <gpu> element, Index in document order (nvidia-smi's index order), VRAM
 // from fb_memory_usage/total, MIG from mig_mode/current_mig == "Enabled",
-// PCIBusID from pci/pci_bus_id or the id attribute. Schemas v10 to v13 are
+// PCIBusID from pci/pci_bus_id or the id attribute, CUDA from cuda_version,
+// UtilizationPct from utilization/gpu_util and VRAMUsedBytes from
+// fb_memory_usage/used. Schemas v10 to v13 are
 // read, with or without DOCTYPE; "N/A" and missing elements leave fields
 // zero. It returns an error wrapping ErrFormat when the document is not
 // XML with an <nvidia_smi_log> root.
@@ -68,6 +73,7 @@ func parseNvidiaSMIXML(b []byte) ([]GPU, []string, error) {
 	}
 	var warns []string
 	driver := smiValue(doc.DriverVersion)
+	cuda := smiValue(doc.CUDAVersion)
 	gpus := make([]GPU, 0, len(doc.GPUs))
 	for i, g := range doc.GPUs {
 		gpu := GPU{
@@ -77,8 +83,10 @@ func parseNvidiaSMIXML(b []byte) ([]GPU, []string, error) {
 			UUID:     smiValue(g.UUID),
 			PCIBusID: smiValue(g.PCIBusID),
 			Driver:   driver,
+			CUDA:     cuda,
 			MIG:      strings.EqualFold(smiValue(g.CurrentMIG), "Enabled"),
 		}
+		warns = readUsage(&gpu, smiValue(g.GPUUtil), smiValue(g.FBUsed), "MiB", warns)
 		if gpu.PCIBusID == "" {
 			gpu.PCIBusID = smiValue(g.ID)
 		}
@@ -102,7 +110,8 @@ func parseNvidiaSMIXML(b []byte) ([]GPU, []string, error) {
 // header (units or nounits). Columns are found by header name, ignoring the
 // unit suffix ("memory.total [MiB]"); name and memory.total are required,
 // index, uuid, pci.bus_id, driver_version and mig.mode.current are used when
-// present. "[N/A]" values leave fields zero. It returns an error wrapping
+// present, and so are utilization.gpu and memory.used (the health sample's
+// query). "[N/A]" values leave fields zero. It returns an error wrapping
 // ErrFormat when a required column is missing or a row does not fit the
 // header.
 func ParseNvidiaSMICSV(b []byte) ([]GPU, error) {
@@ -169,6 +178,7 @@ func parseNvidiaSMICSV(b []byte) ([]GPU, []string, error) {
 				gpu.Index = n
 			}
 		}
+		warns = readUsage(&gpu, get(rec, "utilization.gpu"), get(rec, "memory.used"), orDefault(units["memory.used"], "MiB"), warns)
 		if v := get(rec, "memory.total"); v != "" {
 			n, err := parseSize(v, orDefault(units["memory.total"], "MiB"))
 			if err != nil {
@@ -182,6 +192,28 @@ func parseNvidiaSMICSV(b []byte) ([]GPU, []string, error) {
 		gpus = []GPU{}
 	}
 	return gpus, warns, nil
+}
+
+// readUsage sets gpu's UtilizationPct from util ("37 %", "37") and
+// VRAMUsedBytes from used (in defUnit unless it names its own); empty values
+// leave them nil, unreadable ones add a warning.
+func readUsage(gpu *GPU, util, used, defUnit string, warns []string) []string {
+	if util != "" {
+		v := strings.TrimSpace(strings.TrimSuffix(util, "%"))
+		if p, err := strconv.ParseFloat(v, 64); err == nil && p >= 0 && p <= 100 {
+			gpu.UtilizationPct = &p
+		} else {
+			warns = append(warns, fmt.Sprintf("nvidia-smi: GPU %d: utilization %q is not a percentage", gpu.Index, clip(util)))
+		}
+	}
+	if used != "" {
+		if n, err := parseSize(used, defUnit); err == nil {
+			gpu.VRAMUsedBytes = &n
+		} else {
+			warns = append(warns, fmt.Sprintf("nvidia-smi: GPU %d: memory used %q: %v", gpu.Index, clip(used), err))
+		}
+	}
+	return warns
 }
 
 // splitHeader turns "memory.total [MiB]" into ("memory.total", "MiB").

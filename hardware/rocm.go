@@ -15,7 +15,8 @@ import (
 // releases ("Card series" in 5.x/6.0, "Card Series" in 6.1+). Name is
 // "Card Series", else "Device Name", else "Card Model"; VRAM is "VRAM Total
 // Memory (B)"; UUID "Unique ID"; PCIBusID "PCI Bus"; Driver the system's
-// "Driver version". A narrow query without VRAM gives VRAMBytes 0 (Detect
+// "Driver version"; UtilizationPct "GPU use (%)"; VRAMUsedBytes "VRAM Total
+// Used Memory (B)". A narrow query without VRAM gives VRAMBytes 0 (Detect
 // warns about it). Leading lines before the JSON object (rocm-smi warnings)
 // and trailing text are skipped. It returns an error wrapping ErrFormat when
 // there is no JSON object.
@@ -94,6 +95,20 @@ func parseROCmSMIJSON(b []byte) ([]GPU, []string, error) {
 				warns = append(warns, fmt.Sprintf("rocm-smi: card%d: VRAM Total Memory (B) %q is not a whole number", c.n, clip(v)))
 			}
 			g.VRAMBytes = n
+		}
+		if v := rocmValue(f["gpu use (%)"]); v != "" {
+			if p, err := strconv.ParseFloat(v, 64); err == nil && p >= 0 && p <= 100 {
+				g.UtilizationPct = &p
+			} else {
+				warns = append(warns, fmt.Sprintf("rocm-smi: card%d: GPU use (%%) %q is not a percentage", c.n, clip(v)))
+			}
+		}
+		if v := rocmValue(f["vram total used memory (b)"]); v != "" {
+			if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+				g.VRAMUsedBytes = &n
+			} else {
+				warns = append(warns, fmt.Sprintf("rocm-smi: card%d: VRAM Total Used Memory (B) %q is not a whole number", c.n, clip(v)))
+			}
 		}
 		gpus = append(gpus, g)
 	}

@@ -1,6 +1,9 @@
-// Package hardware finds out what this machine offers the market: CPU, RAM,
-// free disk, OS and GPUs (from nvidia-smi and rocm-smi, or from a captured
-// inventory file), and whether that meets a job's on-chain GPU requirements.
+// Package hardware finds out what this machine offers the market and whether
+// it is healthy: CPU, RAM, free disk, OS, PCI display controllers (ghw, never
+// downloading the PCI database) and GPUs (from nvidia-smi and rocm-smi, or
+// from a captured inventory file), whether that meets a job's on-chain GPU
+// requirements (Specs.Fits), and health samples whose Monitor pauses
+// claiming while a GPU is gone or the disk is under its floor.
 package hardware
 
 import (
@@ -9,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -35,13 +40,22 @@ const GiB = 1 << 30
 // Specs is what Detect found. Parts it could not find are zero and explained
 // in Warnings.
 type Specs struct {
-	CPU           CPU      `json:"cpu"`
-	RAMBytes      uint64   `json:"ram_bytes"`       // usable physical memory
-	DiskFreeBytes uint64   `json:"disk_free_bytes"` // available to unprivileged users on Options.DiskPath
-	DiskPath      string   `json:"disk_path"`
-	OS            string   `json:"os"` // GOOS and the distribution's PRETTY_NAME: "linux Debian GNU/Linux 12 (bookworm)"
-	GPUs          []GPU    `json:"gpus"`
-	Warnings      []string `json:"warnings,omitempty"`
+	CPU           CPU    `json:"cpu"`
+	RAMBytes      uint64 `json:"ram_bytes"`       // usable physical memory
+	DiskFreeBytes uint64 `json:"disk_free_bytes"` // available to unprivileged users on Options.DiskPath
+	DiskPath      string `json:"disk_path"`
+	OS            string `json:"os"` // GOOS and the distribution's PRETTY_NAME: "linux Debian GNU/Linux 12 (bookworm)"
+	GPUs          []GPU  `json:"gpus"`
+	// PCIGPUs are the display controllers on the PCI bus (ghw), listed
+	// whether or not a vendor tool reports them; empty with an inventory file.
+	PCIGPUs []PCIDevice `json:"pci_gpus,omitempty"`
+	// ContainerRuntime is the runtime's name and version as its daemon
+	// reports it ("containerd 1.6.20"); "" when Options.ContainerRuntime is
+	// unset or failed (Warnings says why).
+	ContainerRuntime string `json:"container_runtime,omitempty"`
+	// Warnings explain what could not be found. Every GPU-related one starts
+	// with "GPU detection: ".
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CPU is the host processor(s), summed over sockets.
@@ -58,9 +72,16 @@ type GPU struct {
 	Name      string `json:"name"`       // "NVIDIA GeForce RTX 3080", "Arcturus GL-XL [Instinct MI100]"
 	VRAMBytes uint64 `json:"vram_bytes"` // total framebuffer memory; 0 when the source did not say
 	UUID      string `json:"uuid,omitempty"`
-	PCIBusID  string `json:"pci_bus_id,omitempty"` // as the tool writes it: "00000000:81:00.0", "0000:83:00.0"
-	Driver    string `json:"driver,omitempty"`     // driver version
-	MIG       bool   `json:"mig"`                  // NVIDIA Multi-Instance GPU mode is enabled
+	PCIBusID  string `json:"pci_bus_id,omitempty"`   // as the tool writes it: "00000000:81:00.0", "0000:83:00.0"
+	Driver    string `json:"driver,omitempty"`       // driver version
+	CUDA      string `json:"cuda_version,omitempty"` // NVIDIA: highest CUDA version the driver supports ("12.2")
+	ROCm      string `json:"rocm_version,omitempty"` // AMD: installed ROCm release ("6.0.2"), from ROCM_ROOT/.info/version
+	MIG       bool   `json:"mig"`                    // NVIDIA Multi-Instance GPU mode is enabled
+	// UtilizationPct is the GPU's busy share at the time of the reading,
+	// 0..100; nil when the source did not say.
+	UtilizationPct *float64 `json:"utilization_pct,omitempty"`
+	// VRAMUsedBytes is the framebuffer memory in use; nil when unknown.
+	VRAMUsedBytes *uint64 `json:"vram_used_bytes,omitempty"`
 }
 
 // VRAMGiB returns the VRAM in whole GiB, rounded to the nearest: the figure
@@ -126,7 +147,16 @@ type Options struct {
 	Run Runner
 	// ToolTimeout bounds each vendor tool run. Default 15s.
 	ToolTimeout time.Duration
+	// ContainerRuntime, when set, asks the container runtime for its name
+	// and version ("containerd 1.6.20"), e.g. through the containerd client.
+	ContainerRuntime func(ctx context.Context) (string, error)
+	// ScanPCI lists the PCI display controllers under root. Default: ghw,
+	// with the PCI database's network fetch forced off. Tests replace it.
+	ScanPCI func(root string) ([]PCIDevice, error)
 }
+
+// GPUWarningPrefix starts every GPU-related warning of Specs.
+const GPUWarningPrefix = "GPU detection: "
 
 // Commands Detect runs.
 var (
@@ -140,7 +170,10 @@ const maxToolOutput = 16 << 20
 
 // Detect reports this machine's specs. It never fails because one part could
 // not be found: that part stays zero and Specs.Warnings says why. A missing
-// nvidia-smi or rocm-smi means no GPUs of that vendor, silently. It returns
+// nvidia-smi or rocm-smi means no GPUs of that vendor; when no GPU is found
+// at all, one warning names the tools that were missing, failed, timed out
+// or printed something unreadable. PCI display controllers that no tool
+// reports are warned about too. Nothing here reaches the network. It returns
 // an error only when ctx ends, or when Options.InventoryFile is set but
 // cannot be read or parsed (a configuration error the operator must see).
 func Detect(ctx context.Context, opts Options) (*Specs, error) {
@@ -155,6 +188,9 @@ func Detect(ctx context.Context, opts Options) (*Specs, error) {
 	}
 	if opts.ToolTimeout <= 0 {
 		opts.ToolTimeout = 15 * time.Second
+	}
+	if opts.ScanPCI == nil {
+		opts.ScanPCI = detectPCIGPUs
 	}
 	s := &Specs{DiskPath: opts.DiskPath, GPUs: []GPU{}}
 	s.CPU = detectCPU(opts.Root, &s.Warnings)
@@ -178,6 +214,7 @@ func Detect(ctx context.Context, opts Options) (*Specs, error) {
 		s.GPUs = append(s.GPUs, gpus...)
 		s.Warnings = append(s.Warnings, warns...)
 	} else {
+		var missing []string
 		for _, tool := range []struct {
 			name  string
 			args  []string
@@ -190,23 +227,52 @@ func Detect(ctx context.Context, opts Options) (*Specs, error) {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("detect GPUs: %w", ctx.Err())
 			}
-			if err != nil {
-				s.Warnings = append(s.Warnings, err.Error())
+			switch {
+			case errors.Is(err, errToolMissing):
+				missing = append(missing, tool.name+" not installed")
+			case err != nil:
+				s.Warnings = append(s.Warnings, GPUWarningPrefix+err.Error())
 			}
 			s.GPUs = append(s.GPUs, gpus...)
-			s.Warnings = append(s.Warnings, warns...)
+			for _, w := range warns {
+				s.Warnings = append(s.Warnings, GPUWarningPrefix+w)
+			}
+		}
+		if pci, err := opts.ScanPCI(opts.Root); err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%sPCI scan: %v", GPUWarningPrefix, err))
+		} else {
+			s.PCIGPUs = pci
+			s.Warnings = append(s.Warnings, pciGPUWarnings(pci, s.GPUs)...)
+		}
+		if len(s.GPUs) == 0 {
+			why := ""
+			if len(missing) > 0 {
+				why = " (" + strings.Join(missing, ", ") + ")"
+			}
+			s.Warnings = append(s.Warnings, GPUWarningPrefix+"no GPU found"+why+": only jobs without GPU requirements (min_vram 0, gpu_type Any) fit")
+		}
+		if v := rocmVersion(opts.Root); v != "" {
+			for i := range s.GPUs {
+				if s.GPUs[i].Vendor == VendorAMD {
+					s.GPUs[i].ROCm = v
+				}
+			}
 		}
 	}
 	for _, g := range s.GPUs {
 		if g.VRAMBytes == 0 {
-			s.Warnings = append(s.Warnings, fmt.Sprintf("GPU %d (%s %s): VRAM unknown; it meets no VRAM requirement", g.Index, g.Vendor, g.Name))
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%sGPU %d (%s %s): VRAM unknown; it meets no VRAM requirement", GPUWarningPrefix, g.Index, g.Vendor, g.Name))
 		}
 		if g.MIG {
-			s.Warnings = append(s.Warnings, fmt.Sprintf("GPU %d (%s): MIG is enabled; the worker runs jobs on whole GPUs only, so it meets no GPU requirement", g.Index, g.Name))
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%sGPU %d (%s): MIG is enabled; the worker runs jobs on whole GPUs only, so it meets no GPU requirement", GPUWarningPrefix, g.Index, g.Name))
 		}
 	}
-	if len(s.GPUs) == 0 && opts.InventoryFile == "" {
-		s.Warnings = append(s.Warnings, "no GPU found: only jobs without GPU requirements (min_vram 0, gpu_type Any) fit")
+	if opts.ContainerRuntime != nil {
+		if v, err := opts.ContainerRuntime(ctx); err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("container runtime: %v", err))
+		} else {
+			s.ContainerRuntime = v
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("detect: %w", err)
@@ -214,14 +280,17 @@ func Detect(ctx context.Context, opts Options) (*Specs, error) {
 	return s, nil
 }
 
+// errToolMissing: the vendor tool is not installed.
+var errToolMissing = errors.New("not installed")
+
 // runTool runs one vendor tool and parses its output. A tool that is not
-// installed yields no GPUs and no error.
+// installed yields no GPUs and errToolMissing.
 func runTool(ctx context.Context, opts Options, name string, args []string, parse func([]byte) ([]GPU, []string, error)) ([]GPU, []string, error) {
 	tctx, cancel := context.WithTimeout(ctx, opts.ToolTimeout)
 	defer cancel()
 	out, err := opts.Run(tctx, name, args...)
 	if errors.Is(err, exec.ErrNotFound) {
-		return nil, nil, nil
+		return nil, nil, fmt.Errorf("%s: %w", name, errToolMissing)
 	}
 	if err != nil {
 		if tctx.Err() != nil && ctx.Err() == nil {
@@ -231,7 +300,7 @@ func runTool(ctx context.Context, opts Options, name string, args []string, pars
 	}
 	gpus, warns, err := parse(out)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s output: %w", name, err)
+		return nil, nil, fmt.Errorf("%s output unreadable; no GPUs of this vendor reported: %w", name, err)
 	}
 	return gpus, warns, nil
 }
@@ -294,4 +363,18 @@ func firstLine(b []byte) string {
 		s = s[:200]
 	}
 	return s
+}
+
+// rocmVersion reads the installed ROCm release from $ROCM_PATH/.info/version
+// (default root/opt/rocm): "6.0.2-115" → "6.0.2-115". "" when absent.
+func rocmVersion(root string) string {
+	dir := os.Getenv("ROCM_PATH")
+	if dir == "" || root != "/" {
+		dir = filepath.Join(root, "opt/rocm")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ".info", "version"))
+	if err != nil || len(b) > 256 {
+		return ""
+	}
+	return strings.TrimSpace(firstLine(b))
 }

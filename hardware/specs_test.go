@@ -102,6 +102,8 @@ func (f *fakeRunner) run(ctx context.Context, name string, args ...string) ([]by
 	return nil, &exec.Error{Name: name, Err: exec.ErrNotFound}
 }
 
+func noPCI(string) ([]PCIDevice, error) { return nil, nil }
+
 func readCapture(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(gpuDir, name))
@@ -122,7 +124,7 @@ func TestDetectGPUsThroughTools(t *testing.T) {
 		wantWarns []string
 	}{
 		{name: "no tools installed", wantNames: nil,
-			wantWarns: []string{"no GPU found: only jobs without GPU requirements (min_vram 0, gpu_type Any) fit"}},
+			wantWarns: []string{"GPU detection: no GPU found (nvidia-smi not installed, rocm-smi not installed): only jobs without GPU requirements (min_vram 0, gpu_type Any) fit"}},
 		{name: "nvidia only", runner: fakeRunner{out: map[string][]byte{"nvidia-smi": a5000}},
 			wantNames: []string{"nvidia/0/NVIDIA RTX A5000", "nvidia/1/NVIDIA RTX A5000"}},
 		{name: "both vendors", runner: fakeRunner{out: map[string][]byte{"nvidia-smi": a5000, "rocm-smi": mi100}},
@@ -130,19 +132,19 @@ func TestDetectGPUsThroughTools(t *testing.T) {
 		{name: "nvidia-smi fails (driver not loaded), rocm fine",
 			runner:    fakeRunner{out: map[string][]byte{"rocm-smi": mi100}, err: map[string]error{"nvidia-smi": errors.New("exit status 9: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver")}},
 			wantNames: []string{"amd/0/Arcturus GL-XL [Instinct MI100]", "amd/1/Arcturus GL-XL [Instinct MI100]", "amd/2/Arcturus GL-XL [Instinct MI100]", "amd/3/Arcturus GL-XL [Instinct MI100]"},
-			wantWarns: []string{"nvidia-smi failed; no GPUs of this vendor reported: exit status 9: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver"}},
+			wantWarns: []string{"GPU detection: nvidia-smi failed; no GPUs of this vendor reported: exit status 9: NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver"}},
 		{name: "nvidia-smi hangs", runner: fakeRunner{block: map[string]bool{"nvidia-smi": true}},
-			wantWarns: []string{"nvidia-smi: no answer within 50ms; no GPUs of this vendor reported", "no GPU found: only jobs without GPU requirements (min_vram 0, gpu_type Any) fit"}},
+			wantWarns: []string{"GPU detection: nvidia-smi: no answer within 50ms; no GPUs of this vendor reported", "GPU detection: no GPU found (rocm-smi not installed): only jobs without GPU requirements (min_vram 0, gpu_type Any) fit"}},
 		{name: "garbage output", runner: fakeRunner{out: map[string][]byte{"rocm-smi": []byte("Segmentation fault")}},
-			wantWarns: []string{"rocm-smi output: unrecognised GPU tool output: not rocm-smi --json output: no JSON object", "no GPU found: only jobs without GPU requirements (min_vram 0, gpu_type Any) fit"}},
+			wantWarns: []string{"GPU detection: rocm-smi output unreadable; no GPUs of this vendor reported: unrecognised GPU tool output: not rocm-smi --json output: no JSON object", "GPU detection: no GPU found (nvidia-smi not installed): only jobs without GPU requirements (min_vram 0, gpu_type Any) fit"}},
 		{name: "MIG and trimmed capture warn", runner: fakeRunner{out: map[string][]byte{"nvidia-smi": a100mig}},
 			wantNames: []string{"nvidia/0/NVIDIA A100-SXM4-80GB"},
-			wantWarns: []string{"nvidia-smi: attached_gpus says 4 but 1 <gpu> elements are listed", "GPU 0 (NVIDIA A100-SXM4-80GB): MIG is enabled; the worker runs jobs on whole GPUs only, so it meets no GPU requirement"}},
+			wantWarns: []string{"GPU detection: nvidia-smi: attached_gpus says 4 but 1 <gpu> elements are listed", "GPU detection: GPU 0 (NVIDIA A100-SXM4-80GB): MIG is enabled; the worker runs jobs on whole GPUs only, so it meets no GPU requirement"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tt.runner
-			s, err := Detect(context.Background(), Options{Run: r.run, ToolTimeout: 50 * time.Millisecond, DiskPath: t.TempDir()})
+			s, err := Detect(context.Background(), Options{Run: r.run, ToolTimeout: 50 * time.Millisecond, DiskPath: t.TempDir(), ScanPCI: noPCI})
 			if err != nil {
 				t.Fatalf("Detect: %v", err)
 			}
@@ -197,7 +199,7 @@ func TestDetectInventoryFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Detect: %v", err)
 	}
-	if len(s.GPUs) != 1 || s.GPUs[0].VRAMBytes != 0 || !slices.Equal(s.Warnings, []string{"GPU 0 (amd Navi 31): VRAM unknown; it meets no VRAM requirement"}) {
+	if len(s.GPUs) != 1 || s.GPUs[0].VRAMBytes != 0 || !slices.Equal(s.Warnings, []string{"GPU detection: GPU 0 (amd Navi 31): VRAM unknown; it meets no VRAM requirement"}) {
 		t.Errorf("got %+v", s)
 	}
 

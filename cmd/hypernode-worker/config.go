@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,6 +72,7 @@ type Config struct {
 	RegistryAuthFile    string               // REGISTRY_AUTH
 	ImageCacheBytes     int64                // IMAGE_CACHE_LIMIT_MB; 0 = no budget
 	PrepullImages       []string             // PREPULL_IMAGES, normalised refs
+	DiskFloorBytes      uint64               // DISK_FLOOR_MB: claiming pauses while the data directory has less free
 }
 
 // regularFile checks that path names a readable regular file.
@@ -122,6 +124,7 @@ var settings = []setting{
 	{"REGISTRY_PASSWORD", "registry-password", "", "password or token for REGISTRY_HOST (prefer the environment or .env to a flag)"},
 	{"IMAGE_CACHE_LIMIT_MB", "image-cache-limit-mb", "0", "MiB the worker's images may take; least recently used unused images are removed past it (0: no limit)"},
 	{"PREPULL_IMAGES", "prepull-images", "", "images pulled in the background at start: comma-separated refs, or 'frameworks' for the market's default images"},
+	{"DISK_FLOOR_MB", "disk-floor-mb", "2048", "MiB of free disk in the data directory under which claiming pauses (0: no floor)"},
 }
 
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
@@ -136,9 +139,24 @@ func addConfigFlags(fs *pflag.FlagSet) {
 	}
 }
 
-// loadConfig resolves each setting: flag, then environment, then the .env
-// file, then the default. Errors wrap errUsage and name the setting.
-func loadConfig(fs *pflag.FlagSet) (*Config, error) {
+// Sources of a setting's value, as `config` shows them.
+const (
+	sourceFlag    = "flag"
+	sourceEnv     = "env"
+	sourceEnvFile = ".env"
+	sourceDefault = "default"
+)
+
+// resolved is every setting's raw value (keyed by environment name) and
+// where it came from.
+type resolved struct {
+	raw    map[string]string
+	source map[string]string
+}
+
+// resolveSettings resolves each setting: flag, then environment, then the
+// .env file, then the default. Only an unreadable --env-file is an error.
+func resolveSettings(fs *pflag.FlagSet) (*resolved, error) {
 	envFile, _ := fs.GetString("env-file")
 	fileVals := map[string]string{}
 	if envFile != "" {
@@ -153,21 +171,33 @@ func loadConfig(fs *pflag.FlagSet) (*Config, error) {
 			return nil, usageErr("env file %s is not a list of KEY=VALUE lines", envFile)
 		}
 	}
-	raw := map[string]string{}
+	r := &resolved{raw: map[string]string{}, source: map[string]string{}}
 	for _, s := range settings {
-		v := s.def
+		v, src := s.def, sourceDefault
 		if fv, ok := fileVals[s.env]; ok {
-			v = fv
+			v, src = fv, sourceEnvFile
 		}
 		if ev, ok := os.LookupEnv(s.env); ok {
-			v = ev
+			v, src = ev, sourceEnv
 		}
 		if s.flag != "" && fs.Changed(s.flag) {
 			v, _ = fs.GetString(s.flag)
+			src = sourceFlag
 		}
-		raw[s.env] = strings.TrimSpace(v)
+		r.raw[s.env] = strings.TrimSpace(v)
+		r.source[s.env] = src
 	}
-	c, err := parseConfig(raw)
+	return r, nil
+}
+
+// loadConfig resolves and validates the settings. Errors wrap errUsage and
+// name the setting (the first bad one).
+func loadConfig(fs *pflag.FlagSet) (*Config, error) {
+	r, err := resolveSettings(fs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := parseConfig(r.raw)
 	if err != nil {
 		return nil, err
 	}
@@ -175,86 +205,115 @@ func loadConfig(fs *pflag.FlagSet) (*Config, error) {
 	return c, nil
 }
 
-// parseConfig validates the resolved settings (keyed by environment name).
+// settingError is a bad configuration value; Setting is its environment
+// name. It wraps errUsage.
+type settingError struct {
+	Setting string
+	Msg     string // names the setting too: one line for the operator
+}
+
+func (e *settingError) Error() string { return e.Msg }
+func (e *settingError) Unwrap() error { return errUsage }
+
+// parseConfig validates the resolved settings (keyed by environment name)
+// and returns the first bad one's error.
 func parseConfig(raw map[string]string) (*Config, error) {
+	c, errs := checkConfig(raw)
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return c, nil
+}
+
+// checkConfig validates every setting and returns all the bad ones, each
+// naming its setting; the Config holds what could be read.
+func checkConfig(raw map[string]string) (*Config, []*settingError) {
+	var errs []*settingError
+	bad := func(setting, format string, args ...any) {
+		errs = append(errs, &settingError{Setting: setting, Msg: fmt.Sprintf(format, args...)})
+	}
+	// sub records the error of a group's parser; the setting is the one its
+	// message starts with when that is a setting's name, else the group's.
+	sub := func(group string, err error) {
+		if err == nil {
+			return
+		}
+		msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
+		setting := group
+		if name, _, _ := strings.Cut(msg, " "); isSetting(name) {
+			setting = name
+		}
+		bad(setting, "%s", msg)
+	}
 	c := &Config{Network: raw["NETWORK"], RPCURL: raw["SOLANA_RPC_URL"], KeypairPath: raw["KEYPAIR_PATH"],
 		UploadURL: raw["IPFS_UPLOAD_URL"], ContainerRuntime: raw["CONTAINER_RUNTIME"],
 		ContainerdAddress: raw["CONTAINERD_ADDRESS"], DataDir: raw["HYPERNODE_DATA_DIR"],
 		LocalnetAddr: raw["LOCALNET_ADDR"], GPUInventory: raw["GPU_INVENTORY"], LogFormat: raw["LOG_FORMAT"]}
 	def, ok := networkRPC[c.Network]
 	if !ok {
-		return nil, usageErr("unknown network %q (want localnet, devnet, testnet or mainnet)", c.Network)
+		bad("NETWORK", "unknown network %q (want localnet, devnet, testnet or mainnet)", c.Network)
 	}
 	if c.RPCURL == "" {
 		c.RPCURL = def
 	}
 	if c.RPCURL != "" && !strings.HasPrefix(c.RPCURL, "http://") && !strings.HasPrefix(c.RPCURL, "https://") {
-		return nil, usageErr("SOLANA_RPC_URL %q is not an http(s) URL", c.RPCURL)
+		bad("SOLANA_RPC_URL", "SOLANA_RPC_URL %q is not an http(s) URL", redactURL(c.RPCURL))
 	}
-	var err error
-	pub := func(name string) (solana.PublicKey, error) {
+	pub := func(name string) solana.PublicKey {
 		k, err := solana.PublicKeyFromBase58(raw[name])
 		if err != nil {
-			return k, usageErr("%s %q is not a base58 public key", name, raw[name])
+			bad(name, "%s %q is not a base58 public key", name, raw[name])
 		}
-		return k, nil
+		return k
 	}
 	if raw["MARKET_PUBKEY"] != "" {
-		if c.Market, err = pub("MARKET_PUBKEY"); err != nil {
-			return nil, err
-		}
+		c.Market = pub("MARKET_PUBKEY")
 		c.MarketSet = true
-	} else if !c.Local() {
-		return nil, usageErr("MARKET_PUBKEY is required on %s (get it from Hypernode)", c.Network)
+	} else if ok && !c.Local() {
+		bad("MARKET_PUBKEY", "MARKET_PUBKEY is required on %s (get it from Hypernode)", c.Network)
 	}
-	if c.Program, err = pub("PROGRAM_ID"); err != nil {
-		return nil, err
-	}
-	if c.Staking, err = pub("STAKING_PROGRAM_ID"); err != nil {
-		return nil, err
-	}
+	c.Program = pub("PROGRAM_ID")
+	c.Staking = pub("STAKING_PROGRAM_ID")
 	if raw["IPFS_GATEWAY"] != "" {
-		if c.Gateways, err = ipfs.ParseGatewayList(raw["IPFS_GATEWAY"]); err != nil {
-			return nil, usageErr("IPFS_GATEWAY: %v", err)
+		gws, err := ipfs.ParseGatewayList(raw["IPFS_GATEWAY"])
+		if err != nil {
+			bad("IPFS_GATEWAY", "IPFS_GATEWAY: %v", err)
 		}
+		c.Gateways = gws
 	} else if c.Local() && c.RPCURL != "" {
 		c.Gateways = []string{c.RPCURL} // a standalone localnet serves its store
-	} else if !c.Local() {
-		return nil, usageErr("IPFS_GATEWAY is required on %s", c.Network)
+	} else if ok && !c.Local() {
+		bad("IPFS_GATEWAY", "IPFS_GATEWAY is required on %s", c.Network)
 	}
-	if err := c.parseUpload(raw); err != nil {
-		return nil, err
-	}
+	sub("IPFS_UPLOAD", c.parseUpload(raw))
 	if c.ContainerRuntime != "containerd" {
-		return nil, usageErr("CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)
+		bad("CONTAINER_RUNTIME", "CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)
 	}
+	var err error
 	if c.AutoAccept, err = strconv.ParseBool(raw["AUTO_ACCEPT"]); err != nil {
-		return nil, usageErr("AUTO_ACCEPT %q is not true or false", raw["AUTO_ACCEPT"])
+		bad("AUTO_ACCEPT", "AUTO_ACCEPT %q is not true or false", raw["AUTO_ACCEPT"])
 	}
-	ms := func(name string, min int) (time.Duration, error) {
+	ms := func(name string, min int) time.Duration {
 		n, err := strconv.Atoi(raw[name])
 		if err != nil || n < min || n > 24*3600*1000 {
-			return 0, usageErr("%s %q is not a number of milliseconds between %d and 86400000", name, raw[name], min)
+			bad(name, "%s %q is not a number of milliseconds between %d and 86400000", name, raw[name], min)
+			return 0
 		}
-		return time.Duration(n) * time.Millisecond, nil
+		return time.Duration(n) * time.Millisecond
 	}
-	if c.PollInterval, err = ms("POLLING_INTERVAL", 100); err != nil {
-		return nil, err
-	}
-	if c.HealthInterval, err = ms("HEALTH_CHECK_INTERVAL", 1000); err != nil {
-		return nil, err
-	}
+	c.PollInterval = ms("POLLING_INTERVAL", 100)
+	c.HealthInterval = ms("HEALTH_CHECK_INTERVAL", 1000)
 	if c.Slots, err = strconv.Atoi(raw["PARALLEL_JOBS"]); err != nil || c.Slots < 1 || c.Slots > 256 {
-		return nil, usageErr("PARALLEL_JOBS %q is not a number from 1 to 256", raw["PARALLEL_JOBS"])
+		bad("PARALLEL_JOBS", "PARALLEL_JOBS %q is not a number from 1 to 256", raw["PARALLEL_JOBS"])
 	}
 	if ap, err := netip.ParseAddrPort(c.LocalnetAddr); err != nil || !ap.Addr().IsLoopback() {
-		return nil, usageErr("LOCALNET_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:8899)", c.LocalnetAddr)
+		bad("LOCALNET_ADDR", "LOCALNET_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:8899)", c.LocalnetAddr)
 	}
 	if raw["IMPORT_IMAGES"] != "" {
 		for _, p := range strings.Split(raw["IMPORT_IMAGES"], ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				if err := regularFile(p); err != nil {
-					return nil, usageErr("IMPORT_IMAGES: %v", err)
+					bad("IMPORT_IMAGES", "IMPORT_IMAGES: %v", err)
 				}
 				c.ImportImages = append(c.ImportImages, p)
 			}
@@ -262,51 +321,80 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	}
 	if c.GPUInventory != "" {
 		if err := regularFile(c.GPUInventory); err != nil {
-			return nil, usageErr("GPU_INVENTORY: %v", err)
+			bad("GPU_INVENTORY", "GPU_INVENTORY: %v", err)
 		}
 	}
 	mb, err := strconv.ParseInt(raw["WORKSPACE_LIMIT_MB"], 10, 64)
 	if err != nil || mb < 1 || mb > 1<<24 {
-		return nil, usageErr("WORKSPACE_LIMIT_MB %q is not a number of MiB from 1 to 16777216", raw["WORKSPACE_LIMIT_MB"])
+		bad("WORKSPACE_LIMIT_MB", "WORKSPACE_LIMIT_MB %q is not a number of MiB from 1 to 16777216", raw["WORKSPACE_LIMIT_MB"])
 	}
 	c.WorkspaceLimitBytes = mb << 20
+	floor, err := strconv.ParseUint(raw["DISK_FLOOR_MB"], 10, 64)
+	if err != nil || floor > 1<<30 {
+		bad("DISK_FLOOR_MB", "DISK_FLOOR_MB %q is not a number of MiB from 0 to 1073741824", raw["DISK_FLOOR_MB"])
+	}
+	c.DiskFloorBytes = floor << 20
 	if c.APIAddr = raw["API_ADDR"]; c.APIAddr != "" {
 		if err := statusapi.CheckLoopback(c.APIAddr); err != nil {
-			return nil, usageErr("API_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:9090): the API has no authentication", c.APIAddr)
+			bad("API_ADDR", "API_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:9090): the API has no authentication", c.APIAddr)
 		}
 	}
-	if err := parseSandboxConfig(c, raw); err != nil {
-		return nil, err
-	}
-	if err := c.parseImages(raw); err != nil {
-		return nil, err
-	}
+	sub("EGRESS_POLICY", parseSandboxConfig(c, raw))
+	sub("REGISTRY_AUTH", c.parseImages(raw))
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:
-		return nil, usageErr("LOG_FORMAT %q is not auto, console or json", c.LogFormat)
+		bad("LOG_FORMAT", "LOG_FORMAT %q is not auto, console or json", c.LogFormat)
 	}
 	if c.DataDir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, usageErr("HYPERNODE_DATA_DIR is not set and there is no home directory")
+		if home, err := os.UserHomeDir(); err != nil {
+			bad("HYPERNODE_DATA_DIR", "HYPERNODE_DATA_DIR is not set and there is no home directory")
+		} else {
+			c.DataDir = filepath.Join(home, ".hypernode")
 		}
-		c.DataDir = filepath.Join(home, ".hypernode")
 	}
-	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
-		return nil, usageErr("HYPERNODE_DATA_DIR: %v", err)
+	if c.DataDir != "" {
+		if abs, err := filepath.Abs(c.DataDir); err != nil {
+			bad("HYPERNODE_DATA_DIR", "HYPERNODE_DATA_DIR: %v", err)
+		} else {
+			c.DataDir = abs
+		}
 	}
 	if c.KeypairPath == "" {
-		if !c.Local() {
-			return nil, usageErr("KEYPAIR_PATH is required on %s (create one with `solana-keygen new` or `hypernode-worker keygen`)", c.Network)
+		if ok && !c.Local() {
+			bad("KEYPAIR_PATH", "KEYPAIR_PATH is required on %s (create one with `solana-keygen new` or `hypernode-worker keygen`)", c.Network)
+		} else if c.DataDir != "" {
+			c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
+			c.KeypairDefault = true
 		}
-		c.KeypairPath = filepath.Join(c.DataDir, "node-keypair.json")
-		c.KeypairDefault = true
 	}
 	if c.Sandbox.ModelCacheDir == "" {
 		c.Sandbox.ModelCacheDir = filepath.Join(c.DataDir, "models")
 	}
-	return c, nil
+	return c, errs
+}
+
+// redactURL hides what a URL may carry of secrets: its user information
+// and its query values ("https://rpc.example/?api-key=…").
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		if strings.ContainsAny(s, "@?") {
+			return "(redacted)"
+		}
+		return s
+	}
+	if u.User != nil {
+		u.User = url.User("redacted")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q.Set(k, "redacted")
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // Embedded reports whether the worker runs the local market in-process.
@@ -366,4 +454,14 @@ func (c *Config) parseImages(raw map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// isSetting reports whether name is a setting's environment name.
+func isSetting(name string) bool {
+	for _, s := range settings {
+		if s.env == name {
+			return true
+		}
+	}
+	return false
 }

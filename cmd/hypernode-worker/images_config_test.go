@@ -28,7 +28,7 @@ func TestConfigImageSettings(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"ghcr.io,registry.example.com", "IMAGE_CACHE_LIMIT_MB      2048",
+	for _, want := range []string{"ghcr.io,registry.example.com", "IMAGE_CACHE_LIMIT_MB", "2048",
 		"pytorch/pytorch:2.1.0-cuda12.1-cudnn8-runtime,huggingface/transformers-pytorch-gpu:latest,stabilityai/stable-diffusion:latest,ollama/ollama:latest,127.0.0.1:5000/x:1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config output lacks %q:\n%s", want, out)

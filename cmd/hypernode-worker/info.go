@@ -7,71 +7,15 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
 	"github.com/spf13/cobra"
 
-	"github.com/hypernode-sol/worker/chain"
-	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/journal"
-	"github.com/hypernode-sol/worker/runtime"
 	"github.com/hypernode-sol/worker/statusapi"
 )
-
-func newConfigCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "config",
-		Short: "Show the effective configuration (flags, environment, .env, defaults)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			rpc := cfg.RPCURL
-			if cfg.Embedded() {
-				rpc = "(embedded localnet on " + cfg.LocalnetAddr + ")"
-			}
-			market := cfg.Market.String()
-			if !cfg.MarketSet {
-				market = "(the embedded localnet's market)"
-			}
-			node := "(keypair not readable)"
-			if key, err := chain.LoadKeypair(cfg.KeypairPath); err == nil {
-				node = key.PublicKey().String()
-			} else if cfg.Embedded() {
-				node = "(created at first start)"
-			}
-			rows := [][2]string{
-				{"NETWORK", cfg.Network}, {"SOLANA_RPC_URL", rpc}, {"KEYPAIR_PATH", cfg.KeypairPath}, {"node", node},
-				{"MARKET_PUBKEY", market}, {"PROGRAM_ID", cfg.Program.String()}, {"STAKING_PROGRAM_ID", cfg.Staking.String()},
-				{"IPFS_GATEWAY", orDefault(strings.Join(cfg.Gateways, ","), "(the embedded localnet's)")},
-				{"IPFS_UPLOAD", cfg.Upload}, {"IPFS_UPLOAD_URL", orDefault(cfg.UploadURL, "(the embedded localnet's)")},
-				{"PINATA_JWT", map[bool]string{true: "(set)", false: ""}[cfg.PinataJWT != ""]}, {"PINATA_API_URL", cfg.PinataURL},
-				{"CONTAINER_RUNTIME", cfg.ContainerRuntime}, {"CONTAINERD_ADDRESS", cfg.ContainerdAddress},
-				{"AUTO_ACCEPT", fmt.Sprint(cfg.AutoAccept)}, {"POLLING_INTERVAL", fmt.Sprint(cfg.PollInterval.Milliseconds())},
-				{"HEALTH_CHECK_INTERVAL", fmt.Sprint(cfg.HealthInterval.Milliseconds())}, {"HYPERNODE_DATA_DIR", cfg.DataDir},
-				{"PARALLEL_JOBS", fmt.Sprint(cfg.Slots)}, {"GPU_INVENTORY", cfg.GPUInventory}, {"IMPORT_IMAGES", strings.Join(cfg.ImportImages, ",")},
-				{"WORKSPACE_LIMIT_MB", fmt.Sprint(cfg.WorkspaceLimitBytes >> 20)}, {"EGRESS_POLICY", cfg.Sandbox.Egress},
-				{"LOG_LIMIT_MB", fmt.Sprint(cfg.Sandbox.LogLimitBytes >> 20)}, {"MODEL_CACHE_DIR", cfg.Sandbox.ModelCacheDir},
-				{"MODEL_CACHE_LIMIT_MB", fmt.Sprint(cfg.Sandbox.ModelCacheLimitBytes >> 20)},
-				{"REGISTRY_AUTH", cfg.RegistryAuthFile}, {"registry credentials for", strings.Join(cfg.RegistryAuth.Hosts(), ",")},
-				{"IMAGE_CACHE_LIMIT_MB", fmt.Sprint(cfg.ImageCacheBytes >> 20)}, {"PREPULL_IMAGES", strings.Join(cfg.PrepullImages, ",")},
-			}
-			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
-			}
-			return tw.Flush()
-		},
-	}
-	addConfigFlags(cmd.Flags())
-	return cmd
-}
 
 func orDefault(s, d string) string {
 	if s == "" {
@@ -155,97 +99,4 @@ func printStatus(out io.Writer, st *statusapi.Status, running bool) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", j.Job, j.State, j.Status, j.ResultCID, j.Updated.Local().Format(time.TimeOnly))
 	}
 	tw.Flush()
-}
-
-func newTestCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "test",
-		Short: "Check this machine: hardware, containerd, keypair, RPC, market, stake",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			return selfTest(cmd.Context(), cmd.OutOrStdout(), cfg)
-		},
-	}
-	addConfigFlags(cmd.Flags())
-	return cmd
-}
-
-func selfTest(ctx context.Context, out io.Writer, cfg *Config) error {
-	failed := 0
-	check := func(name string, err error, ok string) {
-		if err != nil {
-			failed++
-			fmt.Fprintf(out, "❌ %s: %v\n", name, err)
-			return
-		}
-		fmt.Fprintf(out, "✅ %s: %s\n", name, ok)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	specs, err := hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
-	if err == nil {
-		check("hardware", nil, fmt.Sprintf("%s, %d GB RAM, %d GPU(s)", specs.CPU.Model, specs.RAMBytes>>30, len(specs.GPUs)))
-	} else {
-		check("hardware", err, "")
-	}
-	if err == nil && cfg.GPUInventory == "" {
-		for _, v := range []hardware.Vendor{hardware.VendorNVIDIA, hardware.VendorAMD} {
-			n := 0
-			for _, g := range specs.GPUs {
-				if g.Vendor == v {
-					n++
-				}
-			}
-			if n > 0 {
-				how, err := runtime.GPUHost{}.Passthrough(runtime.GPUVendor(v))
-				check(fmt.Sprintf("%d %s GPU(s) for containers", n, v), err, how)
-			}
-		}
-	}
-	rt, err := runtime.New(ctx, runtime.Config{Address: cfg.ContainerdAddress})
-	if err == nil {
-		check("containerd", nil, rt.DaemonVersion()+" at "+rt.Address())
-		rt.Close()
-	} else {
-		check("containerd", err, "")
-	}
-	if cfg.Embedded() && !cfg.KeypairDefault {
-		key, err := chain.LoadKeypair(cfg.KeypairPath)
-		check("keypair", err, "node "+keyString(key))
-	}
-	if cfg.Embedded() {
-		fmt.Fprintln(out, "ℹ️  network localnet: the market, RPC and stake are the embedded ones, created by `start`")
-	} else {
-		key, err := chain.LoadKeypair(cfg.KeypairPath)
-		check("keypair", err, "node "+keyString(key))
-		if err == nil {
-			c := chain.NewClient(cfg.RPCURL, key, cfg.Program, cfg.Staking, cfg.Market)
-			bal, err := c.Balance(ctx)
-			check("RPC "+cfg.RPCURL, err, fmt.Sprintf("balance %.4f SOL", float64(bal)/1e9))
-			_, err = c.GetMarket(ctx)
-			check("market "+cfg.Market.String(), err, "readable")
-			st, err := c.Stake(ctx)
-			if err == nil && !st.Active() {
-				err = errors.New("stake is unstaking")
-			}
-			check("stake", err, "active")
-		}
-	}
-	if failed > 0 {
-		fmt.Fprintf(out, "\n%d check(s) failed\n", failed)
-		return exitCode(1)
-	}
-	fmt.Fprintln(out, "\nall checks passed")
-	return nil
-}
-
-func keyString(k solana.PrivateKey) string {
-	if len(k) != 64 {
-		return ""
-	}
-	return k.PublicKey().String()
 }

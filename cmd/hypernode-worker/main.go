@@ -71,7 +71,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
-	root.AddCommand(newStartCmd(), newReplayCmd(), newConfigCmd(), newStatusCmd(), newTestCmd(), newLocalnetCmd(), newKeygenCmd(), newResumeCmd(), newCacheCmd())
+	root.AddCommand(newStartCmd(), newReplayCmd(), newConfigCmd(), newStatusCmd(), newTestCmd(), newLogsCmd(), newLocalnetCmd(), newKeygenCmd(), newResumeCmd(), newCacheCmd())
 	return root
 }
 

@@ -57,6 +57,7 @@ type worker struct {
 	chain   *chain.Client
 	rt      *runtime.Runtime
 	specs   *hardware.Specs
+	monitor *hardware.Monitor // health samples and the claim gate (health.go)
 }
 
 func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
@@ -70,7 +71,8 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	var err error
 
 	fmt.Fprintln(stdout, "📊 Detecting system specifications...")
-	w.specs, err = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
+	w.specs, err = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory,
+		ContainerRuntime: containerdVersion(cfg.ContainerdAddress)})
 	if err != nil {
 		return fmt.Errorf("detect hardware: %w", err)
 	}
@@ -132,6 +134,8 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
 	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
 	started := time.Now()
+	w.monitor = w.newMonitor(loop, started)
+	loop.Gate = w.monitor.Gate
 	api, err := w.serveAPI(loop, driver, started) // api.go: local API, dashboard, metrics
 	if err != nil {
 		return err
@@ -140,7 +144,7 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	healthDone := make(chan struct{})
 	go func() {
 		defer close(healthDone)
-		w.health(ctx, loop, started)
+		w.monitor.Run(ctx, cfg.HealthInterval)
 	}()
 	prepullDone := make(chan struct{})
 	go func() {
@@ -178,12 +182,6 @@ func (w *worker) driver() *fsm.Driver {
 
 // maxDefinitionBytes bounds a fetched job definition.
 const maxDefinitionBytes = 2 << 20
-
-const banner = `╔══════════════════════════════════════╗
-║     HYPERNODE GPU WORKER CLIENT      ║
-╚══════════════════════════════════════╝
-
-`
 
 func (w *worker) close() {
 	if w.rt != nil {
@@ -321,7 +319,7 @@ func (w *worker) connectRuntime(ctx context.Context) error {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
 	}
 	w.rt = rt
-	fmt.Fprintf(w.out, "  Container Runtime: containerd %s (%s)\n", rt.DaemonVersion(), rt.Address())
+	w.log.Info().Str("version", rt.DaemonVersion()).Str("address", rt.Address()).Msg("containerd connected")
 	for _, archive := range w.cfg.ImportImages {
 		names, err := rt.ImportArchive(ctx, archive)
 		if err != nil {
@@ -335,19 +333,6 @@ func (w *worker) connectRuntime(ctx context.Context) error {
 func shortKey(k solana.PublicKey) string {
 	s := k.String()
 	return s[:4] + "..." + s[len(s)-4:]
-}
-
-func printSpecs(w io.Writer, s *hardware.Specs) {
-	fmt.Fprintf(w, "  CPU: %s (%d cores, %d threads)\n", s.CPU.Model, s.CPU.Cores, s.CPU.Threads)
-	fmt.Fprintf(w, "  RAM: %d GB\n", s.RAMBytes>>30)
-	fmt.Fprintf(w, "  OS: %s\n", s.OS)
-	fmt.Fprintf(w, "  GPUs: %d\n", len(s.GPUs))
-	for i, g := range s.GPUs {
-		fmt.Fprintf(w, "    %d. %s (%d GB VRAM)\n", i+1, g.Name, g.VRAMBytes>>30)
-	}
-	for _, warn := range s.Warnings {
-		fmt.Fprintf(w, "  ⚠ %s\n", warn)
-	}
 }
 
 // ipfsStore implements fsm.Store over the ipfs package.
@@ -446,27 +431,6 @@ func (a runtimeAdapter) RunOp(ctx context.Context, id string, n int, op fsm.Op, 
 
 func (a runtimeAdapter) Kill(ctx context.Context, id string) error   { return a.rt.Kill(ctx, id) }
 func (a runtimeAdapter) Remove(ctx context.Context, id string) error { return a.rt.Remove(ctx, id) }
-
-// health logs a health sample every HEALTH_CHECK_INTERVAL until ctx ends.
-func (w *worker) health(ctx context.Context, loop *fsm.Loop, started time.Time) {
-	t := time.NewTicker(w.cfg.HealthInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		sample, err := hardware.Sample(ctx, w.cfg.DataDir)
-		ev := w.log.Info().Int("active_jobs", loop.Active()).Dur("uptime", time.Since(started).Round(time.Second))
-		if err == nil {
-			ev = ev.Float64("cpu_pct", sample.CPUPercent).Float64("ram_pct", sample.RAMPercent).Uint64("disk_free_bytes", sample.DiskFreeBytes)
-		} else {
-			ev = ev.Err(err)
-		}
-		ev.Msg("health")
-	}
-}
 
 func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) (*statusapi.Status, error) {
 	st := &statusapi.Status{Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: w.cfg.RPCURL,

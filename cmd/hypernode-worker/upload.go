@@ -41,7 +41,7 @@ func (c *Config) parseUpload(raw map[string]string) error {
 		} else if c.UploadURL == "" {
 			return usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL), or set PINATA_JWT to upload to Pinata", c.Network)
 		} else if !httpURL(c.UploadURL) {
-			return usageErr("IPFS_UPLOAD_URL %q is not an http(s) URL", c.UploadURL)
+			return usageErr("IPFS_UPLOAD_URL %q is not an http(s) URL", redactURL(c.UploadURL))
 		}
 	case uploadPinata:
 		if c.PinataJWT == "" {
