@@ -83,8 +83,18 @@ func (w *worker) healthSource(loop *fsm.Loop, started time.Time) func(context.Co
 		} else {
 			h.CPUPercent, h.RAMPercent, h.DiskFreeBytes = s.CPUPercent, s.RAMPercent, s.DiskFreeBytes
 		}
-		for _, g := range w.specs.GPUs {
-			h.GPUs = append(h.GPUs, statusapi.GPUHealth{Index: g.Index, Name: g.Name, MemoryTotalBytes: g.VRAMBytes})
+		gpus := w.specs.GPUs
+		if w.monitor != nil {
+			if ok, reason := w.monitor.Gate(); !ok {
+				h.Paused = reason
+			}
+			if last := w.monitor.Last(); last != nil {
+				gpus = last.GPUs // with utilisation and VRAM in use where the tools report them
+			}
+		}
+		for _, g := range gpus {
+			h.GPUs = append(h.GPUs, statusapi.GPUHealth{Index: g.Index, Name: g.Name, MemoryTotalBytes: g.VRAMBytes,
+				MemoryUsedBytes: g.VRAMUsedBytes, UtilizationPercent: g.UtilizationPct})
 		}
 		last = h
 		return h, nil
