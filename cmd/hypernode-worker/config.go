@@ -37,8 +37,12 @@ var networkRPC = map[string]string{
 // Config is the worker's configuration after env, .env and flags.
 type Config struct {
 	Network             string
-	RPCURL              string // SOLANA_RPC_URL; empty with localnet = embedded
-	KeypairPath         string // KEYPAIR_PATH
+	RPCURL              string  // SOLANA_RPC_URL: one URL or several, comma-separated (failover order); empty with localnet = embedded
+	WSURL               string  // SOLANA_WS_URL: WebSocket endpoint; "" = derived from the first RPC URL, "none" = poll only
+	RateLimit           float64 // RPC_RATE_LIMIT: RPC requests per second, 0 = no limit
+	PriorityFee         uint64  // PRIORITY_FEE_MICROLAMPORTS: compute-unit price, micro-lamports
+	PriorityFeeCap      uint64  // PRIORITY_FEE_CAP_LAMPORTS: most priority fee per transaction, lamports
+	KeypairPath         string  // KEYPAIR_PATH
 	Market              solana.PublicKey
 	MarketSet           bool
 	Program             solana.PublicKey // PROGRAM_ID
@@ -82,6 +86,10 @@ type setting struct {
 var settings = []setting{
 	{"NETWORK", "network", "localnet", "localnet (embedded market), devnet, testnet or mainnet"},
 	{"SOLANA_RPC_URL", "rpc-url", "", "Solana JSON-RPC URL (default: the network's; with localnet, the embedded one)"},
+	{"SOLANA_WS_URL", "ws-url", "", "Solana WebSocket URL for push (default: the first RPC URL with ws(s)://; none = poll only)"},
+	{"RPC_RATE_LIMIT", "rpc-rate-limit", "auto", "RPC requests per second, retries included (auto: none on localnet, 10 elsewhere; 0 = none)"},
+	{"PRIORITY_FEE_MICROLAMPORTS", "priority-fee", "0", "compute-unit price of every transaction, micro-lamports (0 = no priority fee)"},
+	{"PRIORITY_FEE_CAP_LAMPORTS", "priority-fee-cap", "100000", "most priority fee one transaction may pay, lamports"},
 	{"KEYPAIR_PATH", "keypair", "", "node keypair, Solana CLI format (default with localnet: DATA_DIR/node-keypair.json, created)"},
 	{"MARKET_PUBKEY", "market", "", "market account (default with the embedded localnet: its market)"},
 	{"PROGRAM_ID", "program-id", chain.DefaultMarketsProgramID.String(), "Markets program ID"},
@@ -163,8 +171,40 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	if c.RPCURL == "" {
 		c.RPCURL = def
 	}
-	if c.RPCURL != "" && !strings.HasPrefix(c.RPCURL, "http://") && !strings.HasPrefix(c.RPCURL, "https://") {
-		return nil, usageErr("SOLANA_RPC_URL %q is not an http(s) URL", c.RPCURL)
+	if c.RPCURL != "" {
+		urls, err := chain.ParseRPCURLs(c.RPCURL)
+		if err != nil {
+			return nil, usageErr("SOLANA_RPC_URL: %v", err)
+		}
+		list := make([]string, len(urls))
+		for i, u := range urls {
+			list[i] = u.String()
+		}
+		c.RPCURL = strings.Join(list, ",")
+	}
+	c.WSURL = raw["SOLANA_WS_URL"]
+	if c.WSURL != "" && c.WSURL != "none" {
+		if u, err := url.Parse(c.WSURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return nil, usageErr("SOLANA_WS_URL %q is not a ws(s) URL or none", c.WSURL)
+		}
+	}
+	switch rl := raw["RPC_RATE_LIMIT"]; {
+	case rl == "auto" && c.Network == "localnet":
+	case rl == "auto":
+		c.RateLimit = 10
+	default:
+		v, err := strconv.ParseFloat(rl, 64)
+		if err != nil || !(v >= 0 && v <= 100000) {
+			return nil, usageErr("RPC_RATE_LIMIT %q is not auto or a number of requests per second from 0 to 100000", rl)
+		}
+		c.RateLimit = v
+	}
+	for name, dst := range map[string]*uint64{"PRIORITY_FEE_MICROLAMPORTS": &c.PriorityFee, "PRIORITY_FEE_CAP_LAMPORTS": &c.PriorityFeeCap} {
+		v, err := strconv.ParseUint(raw[name], 10, 64)
+		if err != nil || v > 1<<40 {
+			return nil, usageErr("%s %q is not a whole number from 0 to %d", name, raw[name], uint64(1)<<40)
+		}
+		*dst = v
 	}
 	var err error
 	pub := func(name string) (solana.PublicKey, error) {
@@ -193,12 +233,12 @@ func parseConfig(raw map[string]string) (*Config, error) {
 			return nil, usageErr("IPFS_GATEWAY: %v", err)
 		}
 	} else if c.Local() && c.RPCURL != "" {
-		c.Gateways = []string{c.RPCURL} // a standalone localnet serves its store
+		c.Gateways = []string{c.PrimaryRPC()} // a standalone localnet serves its store
 	} else if !c.Local() {
 		return nil, usageErr("IPFS_GATEWAY is required on %s", c.Network)
 	}
 	if c.UploadURL == "" && c.Local() {
-		c.UploadURL = c.RPCURL
+		c.UploadURL = c.PrimaryRPC()
 	} else if c.UploadURL == "" {
 		return nil, usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL)", c.Network)
 	} else if u, err := url.Parse(c.UploadURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -272,6 +312,25 @@ func parseConfig(raw map[string]string) (*Config, error) {
 		c.KeypairDefault = true
 	}
 	return c, nil
+}
+
+// PrimaryRPC is the first RPC URL ("" with the embedded localnet).
+func (c *Config) PrimaryRPC() string {
+	first, _, _ := strings.Cut(c.RPCURL, ",")
+	return first
+}
+
+// ChainOptions are the chain client's options this configuration asks for.
+func (c *Config) ChainOptions() []chain.Option {
+	opts := []chain.Option{chain.WithRateLimit(c.RateLimit), chain.WithPriorityFee(c.PriorityFee, c.PriorityFeeCap)}
+	switch c.WSURL {
+	case "":
+	case "none":
+		opts = append(opts, chain.WithWebSocket(""))
+	default:
+		opts = append(opts, chain.WithWebSocket(c.WSURL))
+	}
+	return opts
 }
 
 // Embedded reports whether the worker runs the local market in-process.

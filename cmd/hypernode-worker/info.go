@@ -203,7 +203,7 @@ func selfTest(ctx context.Context, out io.Writer, cfg *Config) error {
 		key, err := chain.LoadKeypair(cfg.KeypairPath)
 		check("keypair", err, "node "+keyString(key))
 		if err == nil {
-			c := chain.NewClient(cfg.RPCURL, key, cfg.Program, cfg.Staking, cfg.Market)
+			c := chain.NewClient(cfg.RPCURL, key, cfg.Program, cfg.Staking, cfg.Market, cfg.ChainOptions()...)
 			bal, err := c.Balance(ctx)
 			check("RPC "+cfg.RPCURL, err, fmt.Sprintf("balance %.4f SOL", float64(bal)/1e9))
 			_, err = c.GetMarket(ctx)

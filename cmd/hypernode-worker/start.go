@@ -123,9 +123,11 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	}
 
 	driver := w.driver()
+	watch := w.chain.WatchMarket(ctx) // accountSubscribe on the market; polling covers it while down
+	defer watch.Stop()
 	loop := &fsm.Loop{Driver: driver, Market: w.chain, Fits: func(v uint8, g chain.GPUType) bool { return w.specs.Fits(v, uint8(g)) },
 		Slots: cfg.Slots, PollInterval: cfg.PollInterval, AutoAccept: cfg.AutoAccept,
-		Reaper: &fsm.Reaper{Driver: driver}}
+		Reaper: &fsm.Reaper{Driver: driver}, Notify: watch, PushPollInterval: max(cfg.PollInterval, 60*time.Second)}
 
 	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
 	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
@@ -176,6 +178,9 @@ const banner = `╔════════════════════�
 `
 
 func (w *worker) close() {
+	if w.chain != nil {
+		w.chain.Close()
+	}
 	if w.rt != nil {
 		w.rt.Close()
 	}
@@ -232,13 +237,13 @@ func (w *worker) connect(ctx context.Context) error {
 		return err
 	}
 	if cfg.Local() && !cfg.MarketSet && w.net == nil {
-		m, err := findMarket(ctx, cfg.RPCURL, cfg.Program)
+		m, err := findMarket(ctx, cfg.PrimaryRPC(), cfg.Program)
 		if err != nil {
 			return err
 		}
 		cfg.Market = m
 	}
-	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market)
+	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market, cfg.ChainOptions()...)
 	return nil
 }
 
