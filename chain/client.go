@@ -226,14 +226,14 @@ func (c *Client) AssignedJobs(ctx context.Context) (map[solana.PublicKey]*Job, e
 	node := c.Node()
 	res, err := do(ctx, c, "getProgramAccounts", func(ctx context.Context) (rpc.GetProgramAccountsResult, error) {
 		return c.RPC.GetProgramAccountsWithOpts(ctx, c.Program, &rpc.GetProgramAccountsOpts{
-		Encoding:   solana.EncodingBase64,
-		Commitment: rpc.CommitmentConfirmed,
-		Filters: []rpc.RPCFilter{
-			{DataSize: JobAccountSize},
-			{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: JobDiscriminator[:]}},
-			{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetMarket, Bytes: c.Market[:]}},
-			{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetNode, Bytes: append([]byte{1}, node[:]...)}},
-		},
+			Encoding:   solana.EncodingBase64,
+			Commitment: rpc.CommitmentConfirmed,
+			Filters: []rpc.RPCFilter{
+				{DataSize: JobAccountSize},
+				{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: JobDiscriminator[:]}},
+				{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetMarket, Bytes: c.Market[:]}},
+				{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetNode, Bytes: append([]byte{1}, node[:]...)}},
+			},
 		})
 	})
 	if err != nil {
