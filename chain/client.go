@@ -98,6 +98,9 @@ type Client struct {
 	// usable before returning the error (default 3 minutes, longer than a
 	// blockhash lives).
 	OutageLimit time.Duration
+	// WSRetry is the least time between two WebSocket connection attempts
+	// (default 5s).
+	WSRetry time.Duration
 
 	rateLimit float64
 	tune      []func(*Transport)
@@ -372,6 +375,7 @@ func (c *Client) Submit(ctx context.Context, tx *SignedTx) error {
 	var lastSend time.Time
 	lastOK := time.Now()
 	for {
+		next := wait
 		st, err := c.status(ctx, sig)
 		switch {
 		case ctx.Err() != nil:
@@ -411,8 +415,10 @@ func (c *Client) Submit(ctx context.Context, tx *SignedTx) error {
 					failpoint.Hit(tx.Instruction + "-after-send")
 				}
 			}
+			// Not landed: look again by the next re-send at the latest.
+			next = min(wait, max(resend-time.Since(lastSend), time.Millisecond))
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
 			t.Stop()

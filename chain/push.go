@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -13,11 +14,9 @@ import (
 )
 
 // ErrNoPush is returned when push is disabled or the WebSocket is down (a
-// reconnection is tried at most every wsRetry).
+// reconnection is tried at most every Client.WSRetry).
 var ErrNoPush = errors.New("no WebSocket push")
 
-// wsRetry is the least time between two WebSocket connection attempts.
-const wsRetry = 5 * time.Second
 
 // ws returns the shared WebSocket connection, connecting when there is none
 // (at most once per wsRetry after a failure).
@@ -30,7 +29,7 @@ func (c *Client) ws(ctx context.Context) (*solws.Client, error) {
 	if c.wsConn != nil {
 		return c.wsConn, nil
 	}
-	if !c.wsFailed.IsZero() && time.Since(c.wsFailed) < wsRetry {
+	if !c.wsFailed.IsZero() && time.Since(c.wsFailed) < cmp.Or(c.WSRetry, 5*time.Second) {
 		return nil, ErrNoPush
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -130,10 +129,11 @@ func (c *Client) WatchMarket(ctx context.Context) *MarketWatch {
 		if c.WSURL == "" {
 			return
 		}
-		backoff := time.Second
+		first := min(time.Second, cmp.Or(c.WSRetry, 5*time.Second))
+		backoff := first
 		for ctx.Err() == nil {
 			if c.watchOnce(ctx, w) {
-				backoff = time.Second // it was up: reconnect promptly
+				backoff = first // it was up: reconnect promptly
 			}
 			t := time.NewTimer(backoff)
 			select {
