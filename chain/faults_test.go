@@ -336,7 +336,7 @@ func TestPriorityFeeCharged(t *testing.T) {
 		fee        uint64
 	}{
 		{0, 0, chain.FeePerSignature},
-		{1000, 0, chain.FeePerSignature + 200},      // 200 000 units · 1 000 µL
+		{1000, 0, chain.FeePerSignature + 200},          // 200 000 units · 1 000 µL
 		{1_000_000, 1234, chain.FeePerSignature + 1234}, // capped: price 6 170 µL → 1 234 lamports
 	}
 	for _, tc := range cases {

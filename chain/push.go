@@ -17,7 +17,6 @@ import (
 // reconnection is tried at most every Client.WSRetry).
 var ErrNoPush = errors.New("no WebSocket push")
 
-
 // ws returns the shared WebSocket connection, connecting when there is none
 // (at most once per wsRetry after a failure).
 func (c *Client) ws(ctx context.Context) (*solws.Client, error) {
