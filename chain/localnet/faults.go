@@ -74,7 +74,17 @@ func (f Faults) Validate() error {
 
 // FaultCounts is how many times each fault was injected.
 type FaultCounts struct {
-	TooMany, Unavailable, Dropped, ReplyErrors int64
+	TooMany     int64 `json:"429"`
+	Unavailable int64 `json:"503"`
+	Dropped     int64 `json:"dropped"`
+	ReplyErrors int64 `json:"reply_errors"`
+}
+
+// FaultReport is the admin endpoint's answer: the faults in force and how
+// many were injected since the start.
+type FaultReport struct {
+	Faults   Faults      `json:"faults"`
+	Injected FaultCounts `json:"injected"`
 }
 
 // faults is the server's fault state.
@@ -256,7 +266,8 @@ func (s *Server) faultySend(send methodFunc) methodFunc {
 	}
 }
 
-// adminFaults serves GET and POST /admin/faults to loopback clients only.
+// adminFaults serves /admin/faults to loopback clients only: POST a Faults
+// object to replace the faults; GET or POST answer a FaultReport.
 func (s *Server) adminFaults(w http.ResponseWriter, r *http.Request) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
@@ -284,5 +295,5 @@ func (s *Server) adminFaults(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(s.faults.get())
+	json.NewEncoder(w).Encode(FaultReport{Faults: s.Faults(), Injected: s.FaultCounts()})
 }
