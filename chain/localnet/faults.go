@@ -81,10 +81,11 @@ type FaultCounts struct {
 }
 
 // FaultReport is the admin endpoint's answer: the faults in force and how
-// many were injected since the start.
+// many were injected since the start, and the traffic the port carried.
 type FaultReport struct {
 	Faults   Faults      `json:"faults"`
 	Injected FaultCounts `json:"injected"`
+	Traffic  Traffic     `json:"traffic"`
 }
 
 // faults is the server's fault state.
@@ -150,7 +151,9 @@ func (s *Server) FaultCounts() FaultCounts {
 // and written on every connection (HTTP and WebSocket, headers included)
 // and HTTP requests served.
 type Traffic struct {
-	Requests, BytesIn, BytesOut int64
+	Requests int64 `json:"requests"`
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
 }
 
 // Traffic returns the counters.
@@ -295,5 +298,5 @@ func (s *Server) adminFaults(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(FaultReport{Faults: s.Faults(), Injected: s.FaultCounts()})
+	json.NewEncoder(w).Encode(FaultReport{Faults: s.Faults(), Injected: s.FaultCounts(), Traffic: s.Traffic()})
 }

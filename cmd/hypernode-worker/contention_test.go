@@ -41,8 +41,9 @@ func contentionJobs(t *testing.T) int {
 	return 200
 }
 
-// setFaults posts faults to the localnet's admin endpoint and returns its report.
-func setFaults(t *testing.T, rpcURL string, f *localnet.Faults) localnet.FaultReport {
+// faultReport posts faults to the localnet's admin endpoint (nil: only
+// reads) and returns its report: faults, injected counts, traffic.
+func faultReport(t testing.TB, rpcURL string, f *localnet.Faults) localnet.FaultReport {
 	t.Helper()
 	var resp *http.Response
 	var err error
@@ -158,7 +159,7 @@ func TestContention(t *testing.T) {
 	jobs := postJobs(t, n.URL, market, def, nJobs)
 	posted := time.Since(started)
 
-	setFaults(t, n.URL, &localnet.Faults{Seed: 42, Rate429: 0.10, DropRate: 0.05})
+	faultReport(t, n.URL, &localnet.Faults{Seed: 42, Rate429: 0.10, DropRate: 0.05})
 	runs := make([]*child, workers)
 	datas := make([]string, workers)
 	for i := range runs {
@@ -202,7 +203,7 @@ func TestContention(t *testing.T) {
 			t.Errorf("worker %d: %v", i, err)
 		}
 	}
-	rep := setFaults(t, n.URL, &localnet.Faults{}) // count from the ledger without faults
+	rep := faultReport(t, n.URL, &localnet.Faults{}) // count from the ledger without faults
 	t.Logf("%d jobs, %d workers: posted in %s, done in %s; injected %+v", nJobs, workers, posted.Round(time.Millisecond), took.Round(time.Millisecond), rep.Injected)
 	if rep.Injected.TooMany == 0 || rep.Injected.Dropped == 0 {
 		t.Errorf("faults were not injected: %+v", rep.Injected)
@@ -234,12 +235,35 @@ func TestContention(t *testing.T) {
 			v = append(v, fmt.Sprintf("%s: %s on chain", job, a.State))
 		}
 	}
+	// The journals agree: each job finished in one worker's journal; in the
+	// others it is lost (the claim race was lost) or unknown.
+	finished, lostRaces := map[string]int{}, 0
+	for i, d := range datas {
+		for job, st := range journalStates(context.Background(), d) {
+			switch st {
+			case "finished":
+				finished[job]++
+			case "lost":
+				lostRaces++
+			default:
+				v = append(v, fmt.Sprintf("worker %d's journal has %s %s", i, job, st))
+			}
+		}
+	}
+	for _, job := range jobs {
+		if finished[job.String()] != 1 {
+			v = append(v, fmt.Sprintf("%s finished in %d journals", job, finished[job.String()]))
+		}
+	}
+	if lostRaces == 0 {
+		v = append(v, "no worker ever lost a claim race: the test did not contend")
+	}
 	var share []string
 	for i, k := range nodes {
 		share = append(share, fmt.Sprintf("worker %d: %d", i, perNode[k]))
 	}
 	sort.Strings(share)
-	t.Logf("jobs per worker: %s; claims that landed failed: %d", strings.Join(share, ", "), lost)
+	t.Logf("jobs per worker: %s; claim races lost (journal state lost): %d; failed claims that landed: %d", strings.Join(share, ", "), lostRaces, lost)
 	for i, w := range runs {
 		if lines := errorLines(w.stderr.String()); len(lines) > 0 {
 			v = append(v, fmt.Sprintf("worker %d logged %d errors, first: %s", i, len(lines), lines[0]))
