@@ -423,11 +423,10 @@ func (c *Client) Submit(ctx context.Context, tx *SignedTx) error {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
-		case ok := <-pushed:
-			pushed = nil
-			if !ok {
-				wait = poll // push lost: poll
-			}
+		case <-pushed:
+			// Notified (or the subscription failed): look now, and poll
+			// from here on; a signature is notified once.
+			pushed, wait = nil, poll
 		case <-t.C:
 		}
 		t.Stop()
