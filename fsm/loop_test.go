@@ -1,12 +1,15 @@
 package fsm
 
 import (
+	"bytes"
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
+	"github.com/rs/zerolog"
 
 	"github.com/hypernode-sol/worker/chain"
 )
@@ -166,5 +169,46 @@ func TestLoopWakesOnPush(t *testing.T) {
 		if j, _ := r.chain.Job(context.Background(), k); j.State != chain.JobCompleted {
 			t.Errorf("job %s is %s, want completed without waiting an hour", k, j.State)
 		}
+	}
+}
+
+// refusingChain refuses every work_job at preflight with one Markets error,
+// as the RPC does when another node claimed the job first.
+type refusingChain struct {
+	*fakeChain
+	code chain.ProgramError
+}
+
+func (c refusingChain) Submit(ctx context.Context, tx *chain.SignedTx) error {
+	if tx.Instruction == chain.IxWorkJob {
+		return &chain.TxError{Signature: tx.Signature.String(), Program: c.code, Err: `{"InstructionError":[0,{"Custom":6001}]}`}
+	}
+	return c.fakeChain.Submit(ctx, tx)
+}
+
+// TestLostClaimIsQuiet: JobNotInQueue or JobNotQueued on a claim means
+// another node won: the job goes to lost, logged below warning.
+func TestLostClaimIsQuiet(t *testing.T) {
+	for _, code := range []chain.ProgramError{chain.ErrJobNotInQueue, chain.ErrJobNotQueued} {
+		t.Run(code.Name(), func(t *testing.T) {
+			r := newRig(t)
+			var log bytes.Buffer
+			d := r.newDriver()
+			d.Chain = refusingChain{fakeChain: r.chain, code: code}
+			d.Log = zerolog.New(&log)
+			job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"true"}]}`)
+			if _, err := d.Poll(job); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Run(context.Background(), job); err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if got := strings.Join(r.path(job), ","); got != "polled,lost" {
+				t.Fatalf("path %s", got)
+			}
+			if s := log.String(); strings.Contains(s, `"level":"warn"`) || strings.Contains(s, `"level":"error"`) || !strings.Contains(s, "claim lost") {
+				t.Fatalf("log of a lost race:\n%s", s)
+			}
+		})
 	}
 }
