@@ -5,6 +5,7 @@ package chain_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	bin "github.com/gagliardetto/binary"
 	"github.com/gagliardetto/solana-go"
+	"github.com/gagliardetto/solana-go/rpc"
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/chain/localnet"
@@ -346,7 +349,25 @@ func TestPriorityFeeCharged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.ListNode(ctx); err != nil {
+		ix, err := chain.NewListNodeInstruction(c.Program, c.Staking, c.Market, c.Node())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := c.Sign(ctx, chain.IxListNode, ix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// getFeeForMessage quotes the same fee.
+		var decoded solana.Transaction
+		if err := decoded.UnmarshalWithDecoder(bin.NewBinDecoder(tx.Raw)); err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := decoded.Message.MarshalBinary()
+		quote, err := c.RPC.GetFeeForMessage(ctx, base64.StdEncoding.EncodeToString(msg), rpc.CommitmentConfirmed)
+		if err != nil || quote.Value == nil || *quote.Value != tc.fee {
+			t.Errorf("price %d cap %d: getFeeForMessage %+v, %v; want %d", tc.price, tc.cap, quote, err, tc.fee)
+		}
+		if err := c.Submit(ctx, tx); err != nil {
 			t.Fatal(err)
 		}
 		after, err := c.Balance(ctx)

@@ -144,13 +144,13 @@ const (
 // its SetComputeUnitLimit, or 200 000 per instruction other than Compute
 // Budget ones (at most 1 400 000). Instructions that do not decode are
 // left to fail when they execute.
-func prioritizationFee(w *wireTx) uint64 {
+func prioritizationFee(ixs []solana.CompiledInstruction, keys []solana.PublicKey) uint64 {
 	var price uint64
 	var limit uint64
 	limitSet := false
 	others := uint64(0)
-	for _, ci := range w.tx.Message.Instructions {
-		if int(ci.ProgramIDIndex) >= len(w.keys) || w.keys[ci.ProgramIDIndex] != solana.ComputeBudget {
+	for _, ci := range ixs {
+		if int(ci.ProgramIDIndex) >= len(keys) || keys[ci.ProgramIDIndex] != solana.ComputeBudget {
 			others++
 			continue
 		}
