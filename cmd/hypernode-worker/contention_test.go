@@ -165,6 +165,11 @@ func TestContention(t *testing.T) {
 	for i := range runs {
 		datas[i] = filepath.Join(dir, fmt.Sprintf("data-%d", i))
 		runs[i] = workerRun{net: n, data: datas[i], ctd: s.ctd, archive: s.archive, keypair: keys[i]}.start(t)
+		// One at a time until ready: concurrent imports of the same image
+		// archive into one containerd race ("already exists").
+		if err := runs[i].ready(60 * time.Second); err != nil {
+			t.Fatalf("worker %d: %v\n%s", i, err, lastLines(runs[i].stderr.String(), 20))
+		}
 	}
 	// Wait until no job is queued or running on chain (read through the
 	// faults, with the worker's own retrying client).

@@ -128,10 +128,14 @@ func publicKeyOrKeypair(s string) (solana.PublicKey, error) {
 }
 
 // findMarket returns the market of a localnet: the only MarketAccount owned
-// by the Markets program.
+// by the Markets program. rpcURL may list several URLs; the call is retried
+// like every chain client call (429, 503, connection errors), within 60 s.
 func findMarket(ctx context.Context, rpcURL string, program solana.PublicKey) (solana.PublicKey, error) {
-	cl := rpc.New(rpcURL)
-	res, err := cl.GetProgramAccountsWithOpts(ctx, program, &rpc.GetProgramAccountsOpts{
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	c := chain.NewClient(rpcURL, nil, program, solana.PublicKey{}, solana.PublicKey{}, chain.WithWebSocket(""))
+	defer c.Close()
+	res, err := c.RPC.GetProgramAccountsWithOpts(ctx, program, &rpc.GetProgramAccountsOpts{
 		Encoding: solana.EncodingBase64,
 		Filters: []rpc.RPCFilter{{DataSize: chain.MarketAccountSize},
 			{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: chain.MarketDiscriminator[:]}}},

@@ -237,7 +237,7 @@ func (w *worker) connect(ctx context.Context) error {
 		return err
 	}
 	if cfg.Local() && !cfg.MarketSet && w.net == nil {
-		m, err := findMarket(ctx, cfg.PrimaryRPC(), cfg.Program)
+		m, err := findMarket(ctx, cfg.RPCURL, cfg.Program)
 		if err != nil {
 			return err
 		}
