@@ -1,15 +1,17 @@
 package chain
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
 	"github.com/gagliardetto/solana-go/rpc"
-	"github.com/gagliardetto/solana-go/rpc/jsonrpc"
+	solws "github.com/gagliardetto/solana-go/rpc/ws"
 
 	"github.com/hypernode-sol/worker/failpoint"
 )
@@ -71,15 +73,41 @@ type Client struct {
 	Program solana.PublicKey // Markets program
 	Staking solana.PublicKey
 	Market  solana.PublicKey
-	// PollInterval is how often Submit checks signature status (default 400ms).
-	PollInterval time.Duration
-	// CallTimeout bounds each RPC call (default 10s).
+	// Transport is the retrying, rate-limited, failing-over HTTP transport
+	// under RPC (nil for a Client built by hand around another rpc.Client).
+	Transport *Transport
+	// WSURL is the WebSocket endpoint for signatureSubscribe and
+	// accountSubscribe; "" means polling only.
+	WSURL string
+	// PriorityFee is the compute-unit price in micro-lamports (0: none),
+	// PriorityFeeCap the most lamports of priority fee per transaction (0:
+	// no cap), ComputeUnits the limit requested (default
+	// DefaultComputeUnits).
+	PriorityFee, PriorityFeeCap uint64
+	ComputeUnits                uint32
+	// PollInterval is how often Submit checks signature status without push
+	// (default 400ms); with a live signature subscription it checks every
+	// PushPollInterval (default 2s) as a backstop.
+	PollInterval, PushPollInterval time.Duration
+	// ResendInterval is how often Submit re-sends the same bytes while the
+	// transaction has not landed (default 2s).
+	ResendInterval time.Duration
+	// CallTimeout bounds each RPC call, retries included (default 30s).
 	CallTimeout time.Duration
-}
+	// OutageLimit is how long Submit rides out an RPC that answers nothing
+	// usable before returning the error (default 3 minutes, longer than a
+	// blockhash lives).
+	OutageLimit time.Duration
+	// WSRetry is the least time between two WebSocket connection attempts
+	// (default 5s).
+	WSRetry time.Duration
 
-// NewClient returns a client of rpcURL for node key in market.
-func NewClient(rpcURL string, key solana.PrivateKey, program, staking, market solana.PublicKey) *Client {
-	return &Client{RPC: rpc.New(rpcURL), Key: key, Program: program, Staking: staking, Market: market}
+	rateLimit float64
+	tune      []func(*Transport)
+	wsSet     bool
+	wsMu      sync.Mutex
+	wsConn    *solws.Client
+	wsFailed  time.Time
 }
 
 // Node is the node's public key.
@@ -88,7 +116,7 @@ func (c *Client) Node() solana.PublicKey { return c.Key.PublicKey() }
 func (c *Client) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	d := c.CallTimeout
 	if d == 0 {
-		d = 10 * time.Second
+		d = callTimeout
 	}
 	return context.WithTimeout(ctx, d)
 }
@@ -100,24 +128,27 @@ func (c *Client) Balance(ctx context.Context) (uint64, error) {
 
 // BalanceOf returns an account's balance in lamports.
 func (c *Client) BalanceOf(ctx context.Context, key solana.PublicKey) (uint64, error) {
-	ctx, cancel := c.call(ctx)
-	defer cancel()
-	out, err := c.RPC.GetBalance(ctx, key, rpc.CommitmentConfirmed)
+	out, err := do(ctx, c, "getBalance", func(ctx context.Context) (*rpc.GetBalanceResult, error) {
+		return c.RPC.GetBalance(ctx, key, rpc.CommitmentConfirmed)
+	})
 	if err != nil {
-		return 0, fmt.Errorf("getBalance %s: %w", key, err)
+		return 0, fmt.Errorf("balance of %s: %w", key, err)
+	}
+	if out == nil {
+		return 0, fmt.Errorf("balance of %s: %w: null result", key, ErrBadReply)
 	}
 	return out.Value, nil
 }
 
 func (c *Client) account(ctx context.Context, key solana.PublicKey) (*rpc.Account, error) {
-	ctx, cancel := c.call(ctx)
-	defer cancel()
-	out, err := c.RPC.GetAccountInfoWithOpts(ctx, key, &rpc.GetAccountInfoOpts{Encoding: solana.EncodingBase64, Commitment: rpc.CommitmentConfirmed})
-	if errors.Is(err, rpc.ErrNotFound) {
+	out, err := do(ctx, c, "getAccountInfo", func(ctx context.Context) (*rpc.GetAccountInfoResult, error) {
+		return c.RPC.GetAccountInfoWithOpts(ctx, key, &rpc.GetAccountInfoOpts{Encoding: solana.EncodingBase64, Commitment: rpc.CommitmentConfirmed})
+	})
+	if errors.Is(err, ErrAccountNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrAccountNotFound, key)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("getAccountInfo %s: %w", key, err)
+		return nil, fmt.Errorf("account %s: %w", key, err)
 	}
 	if out == nil || out.Value == nil {
 		return nil, fmt.Errorf("%w: %s", ErrAccountNotFound, key)
@@ -167,11 +198,14 @@ func (c *Client) Jobs(ctx context.Context, keys []solana.PublicKey) (map[solana.
 	out := make(map[solana.PublicKey]*Job, len(keys))
 	for start := 0; start < len(keys); start += 100 {
 		end := min(start+100, len(keys))
-		cctx, cancel := c.call(ctx)
-		res, err := c.RPC.GetMultipleAccountsWithOpts(cctx, keys[start:end], &rpc.GetMultipleAccountsOpts{Encoding: solana.EncodingBase64, Commitment: rpc.CommitmentConfirmed})
-		cancel()
+		res, err := do(ctx, c, "getMultipleAccounts", func(ctx context.Context) (*rpc.GetMultipleAccountsResult, error) {
+			return c.RPC.GetMultipleAccountsWithOpts(ctx, keys[start:end], &rpc.GetMultipleAccountsOpts{Encoding: solana.EncodingBase64, Commitment: rpc.CommitmentConfirmed})
+		})
 		if err != nil {
-			return nil, fmt.Errorf("getMultipleAccounts: %w", err)
+			return nil, fmt.Errorf("read %d job accounts: %w", end-start, err)
+		}
+		if res == nil {
+			return nil, fmt.Errorf("read %d job accounts: %w: null result", end-start, ErrBadReply)
 		}
 		for i, acc := range res.Value {
 			if acc == nil || i >= end-start {
@@ -192,21 +226,21 @@ func (c *Client) Jobs(ctx context.Context, keys []solana.PublicKey) (map[solana.
 // AssignedJobs finds the jobs of this market assigned to this node
 // (getProgramAccounts with the node filter of the spec).
 func (c *Client) AssignedJobs(ctx context.Context) (map[solana.PublicKey]*Job, error) {
-	ctx, cancel := c.call(ctx)
-	defer cancel()
 	node := c.Node()
-	res, err := c.RPC.GetProgramAccountsWithOpts(ctx, c.Program, &rpc.GetProgramAccountsOpts{
-		Encoding:   solana.EncodingBase64,
-		Commitment: rpc.CommitmentConfirmed,
-		Filters: []rpc.RPCFilter{
-			{DataSize: JobAccountSize},
-			{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: JobDiscriminator[:]}},
-			{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetMarket, Bytes: c.Market[:]}},
-			{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetNode, Bytes: append([]byte{1}, node[:]...)}},
-		},
+	res, err := do(ctx, c, "getProgramAccounts", func(ctx context.Context) (rpc.GetProgramAccountsResult, error) {
+		return c.RPC.GetProgramAccountsWithOpts(ctx, c.Program, &rpc.GetProgramAccountsOpts{
+			Encoding:   solana.EncodingBase64,
+			Commitment: rpc.CommitmentConfirmed,
+			Filters: []rpc.RPCFilter{
+				{DataSize: JobAccountSize},
+				{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: JobDiscriminator[:]}},
+				{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetMarket, Bytes: c.Market[:]}},
+				{Memcmp: &rpc.RPCFilterMemcmp{Offset: JobOffsetNode, Bytes: append([]byte{1}, node[:]...)}},
+			},
+		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("getProgramAccounts (jobs of node %s): %w", node, err)
+		return nil, fmt.Errorf("jobs assigned to node %s: %w", node, err)
 	}
 	out := make(map[solana.PublicKey]*Job, len(res))
 	for _, ka := range res {
@@ -240,12 +274,16 @@ func (c *Client) Stake(ctx context.Context) (*Stake, error) {
 // Sign builds a transaction of ixs paid and signed by the node key with a
 // fresh blockhash. It does not send it.
 func (c *Client) Sign(ctx context.Context, name string, ixs ...solana.Instruction) (*SignedTx, error) {
-	cctx, cancel := c.call(ctx)
-	bh, err := c.RPC.GetLatestBlockhash(cctx, rpc.CommitmentConfirmed)
-	cancel()
+	bh, err := do(ctx, c, "getLatestBlockhash", func(ctx context.Context) (*rpc.GetLatestBlockhashResult, error) {
+		return c.RPC.GetLatestBlockhash(ctx, rpc.CommitmentConfirmed)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("getLatestBlockhash: %w", err)
+		return nil, fmt.Errorf("sign %s: %w", name, err)
 	}
+	if bh == nil || bh.Value == nil {
+		return nil, fmt.Errorf("sign %s: getLatestBlockhash: %w: null result", name, ErrBadReply)
+	}
+	ixs = append(c.computeBudget(), ixs...)
 	tx, err := solana.NewTransaction(ixs, bh.Value.Blockhash, solana.TransactionPayer(c.Node()))
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", name, err)
@@ -314,92 +352,132 @@ func (c *Client) UnlistNode(ctx context.Context) error {
 
 // Submit sends tx's bytes and waits until it is confirmed. Before sending it
 // looks the signature up (with history search): a transaction that already
-// landed is not sent again. While unconfirmed it re-sends the same bytes
-// every few polls, until the block height passes LastValidBlockHeight; then
-// it returns ErrBlockhashExpired. A refusal at preflight or a failure on chain
-// is a *TxError.
+// landed is not sent again. It subscribes to the signature's confirmation
+// (signatureSubscribe) when the WebSocket is up and polls the status as a
+// backstop (every PollInterval without push). While unconfirmed it re-sends
+// the same bytes every ResendInterval, until the block height passes
+// LastValidBlockHeight; then it returns ErrBlockhashExpired. A refusal at
+// preflight or a failure on chain is a *TxError. Transient RPC faults
+// (replies lost, errors after the transaction landed, outages shorter than
+// OutageLimit) are ridden out: the status decides.
 func (c *Client) Submit(ctx context.Context, tx *SignedTx) error {
-	poll := c.PollInterval
-	if poll == 0 {
-		poll = 400 * time.Millisecond
-	}
+	poll := cmp.Or(c.PollInterval, 400*time.Millisecond)
+	pushPoll := cmp.Or(c.PushPollInterval, 2*time.Second)
+	resend := cmp.Or(c.ResendInterval, 2*time.Second)
+	outage := cmp.Or(c.OutageLimit, 3*time.Minute)
 	sig := tx.Signature
-	for i := 0; ; i++ {
+	pushed, stop := c.watchSignature(ctx, sig)
+	defer func() { stop() }()
+	wait := poll
+	if pushed != nil {
+		wait = pushPoll
+	}
+	var lastSend time.Time
+	lastOK := time.Now()
+	for {
+		next := wait
 		st, err := c.status(ctx, sig)
-		if err != nil {
-			return err
-		}
-		if st != nil {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			if time.Since(lastOK) > outage {
+				return fmt.Errorf("submit %s: %w", tx.Instruction, err)
+			}
+		case st != nil:
+			lastOK = time.Now()
 			if st.Err != nil {
 				return txErrorFrom(sig.String(), true, st.Err)
 			}
 			if st.ConfirmationStatus == rpc.ConfirmationStatusConfirmed || st.ConfirmationStatus == rpc.ConfirmationStatusFinalized {
 				return nil
 			}
-		} else {
-			cctx, cancel := c.call(ctx)
-			height, err := c.RPC.GetBlockHeight(cctx, rpc.CommitmentConfirmed)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("getBlockHeight: %w", err)
-			}
-			if height > tx.LastValidBlockHeight {
+		default:
+			lastOK = time.Now()
+			height, err := c.blockHeight(ctx)
+			if err == nil && height > tx.LastValidBlockHeight {
 				// One last look: it may have landed in the meantime.
 				if st, err := c.status(ctx, sig); err == nil && st == nil {
 					return fmt.Errorf("%w: %s (%s, last valid height %d, now %d)", ErrBlockhashExpired, sig, tx.Instruction, tx.LastValidBlockHeight, height)
 				}
 				continue
 			}
-			if i%5 == 0 {
-				if err := c.send(ctx, tx); err != nil {
+			if time.Since(lastSend) >= resend {
+				lastSend = time.Now()
+				err := c.send(ctx, tx)
+				var txErr *TxError
+				if errors.As(err, &txErr) {
 					return err
 				}
-				failpoint.Hit(tx.Instruction + "-after-send")
+				// Any other failure may have landed it anyway (a reply
+				// lost): the status decides; the bytes are sent again later.
+				if err == nil {
+					failpoint.Hit(tx.Instruction + "-after-send")
+				}
 			}
+			// Not landed: look again by the next re-send at the latest.
+			next = min(wait, max(resend-time.Since(lastSend), time.Millisecond))
 		}
+		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
-		case <-time.After(poll):
+		case <-pushed:
+			// Notified (or the subscription failed): look now, and poll
+			// from here on; a signature is notified once.
+			pushed, wait = nil, poll
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
+func (c *Client) blockHeight(ctx context.Context) (uint64, error) {
+	return do(ctx, c, "getBlockHeight", func(ctx context.Context) (uint64, error) {
+		return c.RPC.GetBlockHeight(ctx, rpc.CommitmentConfirmed)
+	})
+}
+
 func (c *Client) status(ctx context.Context, sig solana.Signature) (*rpc.SignatureStatusesResult, error) {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	out, err := c.RPC.GetSignatureStatuses(cctx, true, sig)
+	out, err := do(ctx, c, "getSignatureStatuses", func(ctx context.Context) (*rpc.GetSignatureStatusesResult, error) {
+		return c.RPC.GetSignatureStatuses(ctx, true, sig)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("getSignatureStatuses %s: %w", sig, err)
+		return nil, fmt.Errorf("status of %s: %w", sig, err)
 	}
-	if len(out.Value) == 0 {
+	if out == nil || len(out.Value) == 0 {
 		return nil, nil
 	}
 	return out.Value[0], nil
 }
 
+// send sends tx's bytes once. AlreadyProcessed and BlockhashNotFound are
+// not errors (the status and the block height decide); another preflight
+// refusal is a *TxError.
 func (c *Client) send(ctx context.Context, tx *SignedTx) error {
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	_, err := c.RPC.SendRawTransactionWithOpts(cctx, tx.Raw, rpc.TransactionOpts{PreflightCommitment: rpc.CommitmentConfirmed})
+	_, err := do(ctx, c, "sendTransaction", func(ctx context.Context) (solana.Signature, error) {
+		return c.RPC.SendRawTransactionWithOpts(ctx, tx.Raw, rpc.TransactionOpts{PreflightCommitment: rpc.CommitmentConfirmed})
+	})
 	if err == nil {
 		return nil
 	}
-	var rpcErr *jsonrpc.RPCError
-	if errors.As(err, &rpcErr) {
-		if data, ok := rpcErr.Data.(map[string]interface{}); ok {
-			if v, ok := data["err"]; ok && v != nil {
-				if s, _ := v.(string); s == "AlreadyProcessed" {
-					return nil // landed already; the status poll will see it
-				}
-				if s, _ := v.(string); s == "BlockhashNotFound" {
-					return nil // expiry is decided by block height
-				}
-				return txErrorFrom(tx.Signature.String(), false, v)
+	var rpcErr *RPCError
+	if errors.As(err, &rpcErr) && len(rpcErr.Data) > 0 {
+		var data struct {
+			Err json.RawMessage `json:"err"`
+		}
+		if json.Unmarshal(rpcErr.Data, &data) == nil && len(data.Err) > 0 && string(data.Err) != "null" {
+			var name string
+			if json.Unmarshal(data.Err, &name) == nil && (name == "AlreadyProcessed" || name == "BlockhashNotFound") {
+				return nil
 			}
+			var v any
+			_ = json.Unmarshal(data.Err, &v)
+			return txErrorFrom(tx.Signature.String(), false, v)
 		}
 	}
-	return fmt.Errorf("sendTransaction %s: %w", tx.Instruction, err)
+	return fmt.Errorf("send %s: %w", tx.Instruction, err)
 }
 
 // txErrorFrom decodes Solana's transaction error value.
@@ -423,11 +501,11 @@ func txErrorFrom(sig string, landed bool, v interface{}) *TxError {
 // RequestAirdrop asks the RPC's faucet for lamports to the node and waits
 // until the airdrop is confirmed (localnet and devnet only).
 func (c *Client) RequestAirdrop(ctx context.Context, lamports uint64) error {
-	cctx, cancel := c.call(ctx)
-	sig, err := c.RPC.RequestAirdrop(cctx, c.Node(), lamports, rpc.CommitmentConfirmed)
-	cancel()
+	sig, err := do(ctx, c, "requestAirdrop", func(ctx context.Context) (solana.Signature, error) {
+		return c.RPC.RequestAirdrop(ctx, c.Node(), lamports, rpc.CommitmentConfirmed)
+	})
 	if err != nil {
-		return fmt.Errorf("requestAirdrop: %w", err)
+		return fmt.Errorf("airdrop: %w", err)
 	}
 	poll := c.PollInterval
 	if poll == 0 {
@@ -477,10 +555,8 @@ func (c *Client) TxStatus(ctx context.Context, sig solana.Signature) (TxStatus, 
 			out.Err = txErrorFrom(sig.String(), true, st.Err)
 		}
 	}
-	cctx, cancel := c.call(ctx)
-	defer cancel()
-	if out.BlockHeight, err = c.RPC.GetBlockHeight(cctx, rpc.CommitmentConfirmed); err != nil {
-		return out, fmt.Errorf("getBlockHeight: %w", err)
+	if out.BlockHeight, err = c.blockHeight(ctx); err != nil {
+		return out, err
 	}
 	return out, nil
 }

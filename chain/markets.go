@@ -1,6 +1,10 @@
 // Package chain speaks Solana for the worker: the Hypernode Markets program's
 // account layouts and instructions (layout: shared/spec/markets-program.md),
-// the node keypair, and an RPC client that sends and confirms transactions.
+// the node keypair, and an RPC client that survives a public RPC: a
+// retrying, rate-limited, failing-over HTTP transport (transport.go), typed
+// errors (options.go), transactions re-sent until their blockhash expires and
+// confirmed by signatureSubscribe or polling, and the market watched with
+// accountSubscribe (push.go).
 //
 // The embedded local market that implements the same program lives in
 // chain/localnet.

@@ -21,6 +21,14 @@ type Market interface {
 	ListNode(ctx context.Context) error
 }
 
+// Notifier pushes market changes (implemented by chain.MarketWatch).
+type Notifier interface {
+	// C receives a value after the market changed (and when push is lost).
+	C() <-chan struct{}
+	// Live reports whether changes are being pushed now.
+	Live() bool
+}
+
 // Fits says whether this machine can run a job with these on-chain needs
 // (min_vram GiB, gpu_type).
 type Fits func(minVRAM uint8, gpu chain.GPUType) bool
@@ -51,7 +59,13 @@ type Loop struct {
 	Gate Gate
 
 	gate gateState
+	// Notify, when set, wakes the loop for a poll as soon as the market
+	// changes; while it is live, polls without a wake-up happen every
+	// PushPollInterval (default 60s) instead of PollInterval.
+	Notify           Notifier
+	PushPollInterval time.Duration
 
+	ended   chan struct{} // a job's driver returned: a slot may be free
 	mu      sync.Mutex
 	running map[solana.PublicKey]bool
 	wg      sync.WaitGroup
@@ -73,7 +87,11 @@ func (l *Loop) Run(ctx context.Context) error {
 	if l.PollInterval <= 0 {
 		l.PollInterval = 10 * time.Second
 	}
+	if l.PushPollInterval <= 0 {
+		l.PushPollInterval = time.Minute
+	}
 	l.running = map[solana.PublicKey]bool{}
+	l.ended = make(chan struct{}, 1)
 	defer l.wg.Wait()
 
 	snaps, err := l.Driver.Journal.Snapshots()
@@ -111,11 +129,23 @@ func (l *Loop) Run(ctx context.Context) error {
 		if !busy && l.OnIdle != nil {
 			l.OnIdle()
 		}
+		wait, wake := l.PollInterval, (<-chan struct{})(nil)
+		if l.Notify != nil {
+			wake = l.Notify.C()
+			if l.Notify.Live() {
+				wait = l.PushPollInterval
+			}
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(l.PollInterval):
+		case <-wake:
+		case <-l.ended:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -133,6 +163,10 @@ func (l *Loop) launch(ctx context.Context, job solana.PublicKey) bool {
 			l.mu.Lock()
 			delete(l.running, job)
 			l.mu.Unlock()
+			select {
+			case l.ended <- struct{}{}:
+			default:
+			}
 		}()
 		if err := l.Driver.Run(ctx, job); err != nil && ctx.Err() == nil {
 			l.Driver.Log.Error().Err(err).Str("job", job.String()).Msg("job stopped")

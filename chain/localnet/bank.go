@@ -59,6 +59,23 @@ type bank struct {
 	chain    chainMeta
 	// lastSeq is the sequence number of the newest landed transaction.
 	lastSeq uint64
+	// expiry, when > 0, replaces maxProcessingAge (the fault ExpiryBlocks).
+	expiry uint64
+}
+
+// setExpiry sets how many blocks a blockhash stays valid; 0 restores
+// Solana's maxProcessingAge.
+func (b *bank) setExpiry(blocks uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.expiry = blocks
+}
+
+func (b *bank) validityLocked() uint64 {
+	if b.expiry > 0 {
+		return b.expiry
+	}
+	return maxProcessingAge
 }
 
 func newBank(st *store, state *ledgerState, now func() time.Time, marketsID, stakingID solana.PublicKey) *bank {
@@ -142,7 +159,7 @@ func (b *bank) latestBlockhash() (slot uint64, hash solana.Hash, lastValid uint6
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e := b.chain.Blockhashes[len(b.chain.Blockhashes)-1]
-	return b.chain.Slot, e.Hash, e.Height + maxProcessingAge
+	return b.chain.Slot, e.Hash, e.Height + b.validityLocked()
 }
 
 // blockhashValidLocked reports whether h was issued at most 150 blocks ago.
@@ -150,7 +167,7 @@ func (b *bank) blockhashValidLocked(h solana.Hash) bool {
 	for i := len(b.chain.Blockhashes) - 1; i >= 0; i-- {
 		e := b.chain.Blockhashes[i]
 		if e.Hash == h {
-			return b.chain.Height <= e.Height+maxProcessingAge
+			return b.chain.Height <= e.Height+b.validityLocked()
 		}
 	}
 	return false

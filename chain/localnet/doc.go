@@ -14,7 +14,9 @@
 // runtime.go (instruction context and the runtime's account rules),
 // system.go (System and Compute Budget programs), markets.go and
 // markets_ix.go (Markets program), account.go, store.go (bbolt), genesis.go
-// (first start), post.go (a client helper that posts a job), count.go (a
+// (first start), faults.go (faults on demand: latency, 429/503, dropped
+// and land-but-error sends, fast blockhash expiry, no WebSocket; traffic
+// counters; the loopback admin endpoint /admin/faults), post.go (a client helper that posts a job), count.go (a
 // client helper that lists and counts the Markets instructions that landed
 // for an account, from the chain's history alone).
 //
@@ -29,7 +31,9 @@
 // collected (getMinimumBalanceForRentExemption uses Solana's formula), yet
 // Solana's rent-state rule holds: no transaction may leave an account with
 // lamports below its rent-exempt minimum (InsufficientFundsForRent);
-// priority fees are not charged; v0 transactions with address table lookups
+// priority fees are charged as Solana does (ceil(limit·price/1e6) lamports
+// on top of 5 000 per signature, see prioritizationFee) but compute units
+// are not metered; v0 transactions with address table lookups
 // are refused; account data encodings are base64 (also the default and the
 // answer to jsonParsed) and base58.
 package localnet

@@ -755,7 +755,8 @@ func (s *Server) requestAirdrop(params json.RawMessage) (any, *rpcError) {
 }
 
 // getFeeForMessage answers the fee of a base64 message (5 000 lamports per
-// required signature), null when its blockhash is not valid.
+// required signature plus its prioritization fee), null when its blockhash
+// is not valid.
 func (s *Server) getFeeForMessage(params json.RawMessage) (any, *rpcError) {
 	var enc string
 	var cfg commonConfig
@@ -777,7 +778,7 @@ func (s *Server) getFeeForMessage(params json.RawMessage) (any, *rpcError) {
 	if !ok {
 		return withContext(slot, nil), nil
 	}
-	return withContext(slot, lamportsPerSignature*uint64(msg.Header.NumRequiredSignatures)), nil
+	return withContext(slot, lamportsPerSignature*uint64(msg.Header.NumRequiredSignatures)+prioritizationFee(msg.Instructions, msg.AccountKeys)), nil
 }
 
 func decodeMessage(raw []byte) (m *solana.Message, err error) {
@@ -794,7 +795,8 @@ func decodeMessage(raw []byte) (m *solana.Message, err error) {
 }
 
 // getRecentPrioritizationFees reports a zero fee for each of the last 150
-// slots: the localnet charges no priority fees.
+// slots: the localnet keeps no per-slot history of the priority fees it
+// charges.
 func (s *Server) getRecentPrioritizationFees(params json.RawMessage) (any, *rpcError) {
 	var addrs []string
 	if e := positional(params, 0, &addrs); e != nil {

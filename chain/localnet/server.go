@@ -62,6 +62,8 @@ type Config struct {
 	Now func() time.Time
 	// Log receives the server's logs; nil discards them.
 	Log *zerolog.Logger
+	// Faults are injected from the start (faults.go); zero injects none.
+	Faults Faults
 }
 
 // Server is a running localnet.
@@ -75,6 +77,9 @@ type Server struct {
 	market  solana.PublicKey
 	ln      net.Listener
 	http    *http.Server
+
+	faults  faults
+	traffic trafficCounters
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -126,6 +131,9 @@ func (c *Config) withDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if err := c.Faults.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	return nil
 }
 
@@ -154,7 +162,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.registerMethods()
+	s.methods["sendTransaction"] = s.faultySend(s.methods["sendTransaction"])
 	s.hub = newHub(s.bank, s.log)
+	if err := s.SetFaults(cfg.Faults); err != nil {
+		st.close()
+		return nil, err
+	}
 	s.bank.mu.Lock()
 	s.bank.events = s.hub
 	s.bank.mu.Unlock()
@@ -164,9 +177,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		st.close()
 		return nil, fmt.Errorf("localnet listen %s: %w", cfg.Addr, err)
 	}
-	s.ln = ln
+	s.ln = countingListener{Listener: ln, t: &s.traffic}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", s.serveRPC)
+	mux.HandleFunc("/", s.withFaults(s.serveRPC))
+	mux.HandleFunc("/admin/faults", s.adminFaults)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	if cfg.ContentStore != nil {
 		mux.Handle("/ipfs/", cfg.ContentStore)
@@ -177,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error().Err(err).Msg("http serve")
 		}
 	}()

@@ -1,6 +1,8 @@
 package localnet
 
 import (
+	"math/bits"
+
 	"github.com/gagliardetto/solana-go"
 	computebudget "github.com/gagliardetto/solana-go/programs/compute-budget"
 	"github.com/gagliardetto/solana-go/programs/system"
@@ -130,8 +132,56 @@ func systemAllocate(ic *invokeContext, acc accountMeta, space uint64) *instrErro
 	return ic.setData(acc.key, make([]byte, space))
 }
 
-// computeBudgetProgram accepts well-formed Compute Budget instructions and
-// ignores them: the localnet neither meters nor charges priority fees.
+// Compute-unit limits of Solana's fee rules.
+const (
+	defaultInstructionUnits = 200_000
+	maxTransactionUnits     = 1_400_000
+)
+
+// prioritizationFee is the priority fee Solana charges a transaction,
+// lamports: ceil(limit · price / 1e6), where price is its
+// SetComputeUnitPrice (micro-lamports per unit, 0 without one) and limit
+// its SetComputeUnitLimit, or 200 000 per instruction other than Compute
+// Budget ones (at most 1 400 000). Instructions that do not decode are
+// left to fail when they execute.
+func prioritizationFee(ixs []solana.CompiledInstruction, keys []solana.PublicKey) uint64 {
+	var price uint64
+	var limit uint64
+	limitSet := false
+	others := uint64(0)
+	for _, ci := range ixs {
+		if int(ci.ProgramIDIndex) >= len(keys) || keys[ci.ProgramIDIndex] != solana.ComputeBudget {
+			others++
+			continue
+		}
+		inst, err := computebudget.DecodeInstruction(nil, ci.Data)
+		if err != nil {
+			continue
+		}
+		switch v := inst.Impl.(type) {
+		case *computebudget.SetComputeUnitPrice:
+			price = v.MicroLamports
+		case *computebudget.SetComputeUnitLimit:
+			limit, limitSet = uint64(v.Units), true
+		}
+	}
+	if price == 0 {
+		return 0
+	}
+	if !limitSet {
+		limit = others * defaultInstructionUnits
+	}
+	limit = min(limit, maxTransactionUnits)
+	hi, lo := bits.Mul64(limit, price)
+	if hi != 0 {
+		return ^uint64(0)
+	}
+	return lo/1_000_000 + min(lo%1_000_000, 1)
+}
+
+// computeBudgetProgram accepts well-formed Compute Budget instructions; the
+// price and limit they set only decide the prioritization fee (charged with
+// the base fee, see prioritizationFee): the localnet does not meter units.
 func computeBudgetProgram(ic *invokeContext) *instrError {
 	*ic.units += unitsComputeBudget
 	if _, err := computebudget.DecodeInstruction(nil, ic.data); err != nil {

@@ -31,7 +31,9 @@ type wireTx struct {
 func (w *wireTx) signature() solana.Signature { return w.tx.Signatures[0] }
 func (w *wireTx) feePayer() solana.PublicKey  { return w.keys[0] }
 func (w *wireTx) blockhash() solana.Hash      { return w.tx.Message.RecentBlockhash }
-func (w *wireTx) fee() uint64                 { return lamportsPerSignature * uint64(len(w.tx.Signatures)) }
+func (w *wireTx) fee() uint64 {
+	return lamportsPerSignature*uint64(len(w.tx.Signatures)) + prioritizationFee(w.tx.Message.Instructions, w.keys)
+}
 
 // decodeTx decodes wire bytes (legacy, or v0 without address table lookups)
 // and applies Solana's sanitize rules. Errors wrap errTxDecode or

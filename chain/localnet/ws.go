@@ -210,6 +210,19 @@ func (h *hub) dropConn(conn *wsConn) {
 }
 
 // close drops every connection and waits for their goroutines.
+// dropConns closes every open connection (the fault RefuseWebSocket).
+func (h *hub) dropConns() {
+	h.mu.Lock()
+	conns := make([]*wsConn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
+
 func (h *hub) close() {
 	h.mu.Lock()
 	h.closed = true

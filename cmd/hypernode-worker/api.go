@@ -6,11 +6,10 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gagliardetto/solana-go"
-	"github.com/gagliardetto/solana-go/rpc"
-	"github.com/gagliardetto/solana-go/rpc/jsonrpc"
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/fsm"
@@ -55,13 +54,36 @@ func (w *worker) serveAPI(loop *fsm.Loop, driver *fsm.Driver, started time.Time)
 	return api, nil
 }
 
-// instrumentRPC routes the chain client's JSON-RPC requests through the
-// metrics RoundTripper (counted by method, failures by kind).
+// instrumentRPC routes the chain client's JSON-RPC attempts (each retry
+// counted) through the metrics RoundTripper, under the client's retrying,
+// failing-over transport.
 func (w *worker) instrumentRPC(m *metrics.Metrics) {
+	if w.rpcBase != nil {
+		w.rpcBase.set(m.RoundTripper(w.rpcBase.base))
+	}
+}
+
+// swappableTransport is an http.RoundTripper whose implementation can be
+// replaced while requests are in flight (the metrics arrive after the chain
+// client is built).
+type swappableTransport struct {
+	base http.RoundTripper
+	cur  atomic.Pointer[http.RoundTripper]
+}
+
+func newSwappableTransport() *swappableTransport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 9
-	hc := &http.Client{Timeout: 5 * time.Minute, Transport: m.RoundTripper(tr)}
-	w.chain.RPC = rpc.NewWithCustomRPCClient(jsonrpc.NewClientWithOpts(w.cfg.RPCURL, &jsonrpc.RPCClientOpts{HTTPClient: hc}))
+	tr.MaxIdleConnsPerHost = 16
+	s := &swappableTransport{base: tr}
+	s.set(tr)
+	return s
+}
+
+func (s *swappableTransport) set(rt http.RoundTripper) { s.cur.Store(&rt) }
+
+// RoundTrip implements http.RoundTripper.
+func (s *swappableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return (*s.cur.Load()).RoundTrip(r)
 }
 
 // healthSource samples health at most once a second (the dashboard and a

@@ -41,8 +41,12 @@ var networkRPC = map[string]string{
 // Config is the worker's configuration after env, .env and flags.
 type Config struct {
 	Network             string
-	RPCURL              string // SOLANA_RPC_URL; empty with localnet = embedded
-	KeypairPath         string // KEYPAIR_PATH
+	RPCURL              string  // SOLANA_RPC_URL: one URL or several, comma-separated (failover order); empty with localnet = embedded
+	WSURL               string  // SOLANA_WS_URL: WebSocket endpoint; "" = derived from the first RPC URL, "none" = poll only
+	RateLimit           float64 // RPC_RATE_LIMIT: RPC requests per second, 0 = no limit
+	PriorityFee         uint64  // PRIORITY_FEE_MICROLAMPORTS: compute-unit price, micro-lamports
+	PriorityFeeCap      uint64  // PRIORITY_FEE_CAP_LAMPORTS: most priority fee per transaction, lamports
+	KeypairPath         string  // KEYPAIR_PATH
 	Market              solana.PublicKey
 	MarketSet           bool
 	Program             solana.PublicKey     // PROGRAM_ID
@@ -96,6 +100,10 @@ type setting struct {
 var settings = []setting{
 	{"NETWORK", "network", "localnet", "localnet (embedded market), devnet, testnet or mainnet"},
 	{"SOLANA_RPC_URL", "rpc-url", "", "Solana JSON-RPC URL (default: the network's; with localnet, the embedded one)"},
+	{"SOLANA_WS_URL", "ws-url", "", "Solana WebSocket URL for push (default: the first RPC URL with ws(s)://; none = poll only)"},
+	{"RPC_RATE_LIMIT", "rpc-rate-limit", "auto", "RPC requests per second, retries included (auto: none on localnet, 10 elsewhere; 0 = none)"},
+	{"PRIORITY_FEE_MICROLAMPORTS", "priority-fee", "0", "compute-unit price of every transaction, micro-lamports (0 = no priority fee)"},
+	{"PRIORITY_FEE_CAP_LAMPORTS", "priority-fee-cap", "100000", "most priority fee one transaction may pay, lamports"},
 	{"KEYPAIR_PATH", "keypair", "", "node keypair, Solana CLI format (default with localnet: DATA_DIR/node-keypair.json, created)"},
 	{"MARKET_PUBKEY", "market", "", "market account (default with the embedded localnet: its market)"},
 	{"PROGRAM_ID", "program-id", chain.DefaultMarketsProgramID.String(), "Markets program ID"},
@@ -256,8 +264,40 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 	if c.RPCURL == "" {
 		c.RPCURL = def
 	}
-	if c.RPCURL != "" && !strings.HasPrefix(c.RPCURL, "http://") && !strings.HasPrefix(c.RPCURL, "https://") {
-		bad("SOLANA_RPC_URL", "SOLANA_RPC_URL %q is not an http(s) URL", redactURL(c.RPCURL))
+	if c.RPCURL != "" {
+		urls, err := chain.ParseRPCURLs(c.RPCURL)
+		if err != nil {
+			bad("SOLANA_RPC_URL", "SOLANA_RPC_URL: %v", err)
+		}
+		list := make([]string, len(urls))
+		for i, u := range urls {
+			list[i] = u.String()
+		}
+		c.RPCURL = strings.Join(list, ",")
+	}
+	c.WSURL = raw["SOLANA_WS_URL"]
+	if c.WSURL != "" && c.WSURL != "none" {
+		if u, err := url.Parse(c.WSURL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			bad("SOLANA_WS_URL", "SOLANA_WS_URL %q is not a ws(s) URL or none", redactURL(c.WSURL))
+		}
+	}
+	switch rl := raw["RPC_RATE_LIMIT"]; {
+	case rl == "auto" && c.Network == "localnet":
+	case rl == "auto":
+		c.RateLimit = 10
+	default:
+		v, err := strconv.ParseFloat(rl, 64)
+		if err != nil || !(v >= 0 && v <= 100000) {
+			bad("RPC_RATE_LIMIT", "RPC_RATE_LIMIT %q is not auto or a number of requests per second from 0 to 100000", rl)
+		}
+		c.RateLimit = v
+	}
+	for name, dst := range map[string]*uint64{"PRIORITY_FEE_MICROLAMPORTS": &c.PriorityFee, "PRIORITY_FEE_CAP_LAMPORTS": &c.PriorityFeeCap} {
+		v, err := strconv.ParseUint(raw[name], 10, 64)
+		if err != nil || v > 1<<40 {
+			bad(name, "%s %q is not a whole number from 0 to %d", name, raw[name], uint64(1)<<40)
+		}
+		*dst = v
 	}
 	pub := func(name string) solana.PublicKey {
 		k, err := solana.PublicKeyFromBase58(raw[name])
@@ -281,7 +321,7 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 		}
 		c.Gateways = gws
 	} else if c.Local() && c.RPCURL != "" {
-		c.Gateways = []string{c.RPCURL} // a standalone localnet serves its store
+		c.Gateways = []string{c.PrimaryRPC()} // a standalone localnet serves its store
 	} else if ok && !c.Local() {
 		bad("IPFS_GATEWAY", "IPFS_GATEWAY is required on %s", c.Network)
 	}
@@ -395,6 +435,25 @@ func redactURL(s string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
+}
+
+// PrimaryRPC is the first RPC URL ("" with the embedded localnet).
+func (c *Config) PrimaryRPC() string {
+	first, _, _ := strings.Cut(c.RPCURL, ",")
+	return first
+}
+
+// ChainOptions are the chain client's options this configuration asks for.
+func (c *Config) ChainOptions() []chain.Option {
+	opts := []chain.Option{chain.WithRateLimit(c.RateLimit), chain.WithPriorityFee(c.PriorityFee, c.PriorityFeeCap)}
+	switch c.WSURL {
+	case "":
+	case "none":
+		opts = append(opts, chain.WithWebSocket(""))
+	default:
+		opts = append(opts, chain.WithWebSocket(c.WSURL))
+	}
+	return opts
 }
 
 // Embedded reports whether the worker runs the local market in-process.

@@ -106,9 +106,9 @@ func redactSetting(env, v string) string {
 	switch env {
 	case "PINATA_API_URL":
 		return redactURL(v)
-	case "SOLANA_RPC_URL", "IPFS_UPLOAD_URL":
+	case "IPFS_UPLOAD_URL", "SOLANA_WS_URL":
 		return redactURL(v)
-	case "IPFS_GATEWAY":
+	case "SOLANA_RPC_URL", "IPFS_GATEWAY":
 		parts := strings.Split(v, ",")
 		for i, p := range parts {
 			parts[i] = redactURL(strings.TrimSpace(p))
@@ -129,7 +129,7 @@ func effectiveValue(c *Config, env, raw string) string {
 		if c.Embedded() {
 			return "(embedded localnet on " + c.LocalnetAddr + ")"
 		}
-		return redactURL(c.RPCURL)
+		return redactSetting(env, c.RPCURL)
 	case "KEYPAIR_PATH":
 		if c.KeypairDefault {
 			return c.KeypairPath + " (created at first start when missing)"

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -90,7 +91,7 @@ func TestConfigSourcesAndRedaction(t *testing.T) {
 	os.Unsetenv("PARALLEL_JOBS")
 	out, _, code = runIn(t, "config", "--env-file", "")
 	if code != 0 || !strings.Contains(out, "SETTING") || !strings.Contains(out, "(embedded localnet on 127.0.0.1:8899)") ||
-		!strings.Contains(out, "DISK_FLOOR_MB          2048") {
+		!regexp.MustCompile(`DISK_FLOOR_MB\s+2048\s+default`).MatchString(out) {
 		t.Errorf("config exited %d:\n%s", code, out)
 	}
 }

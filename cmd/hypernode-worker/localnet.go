@@ -17,6 +17,7 @@ import (
 	"github.com/gagliardetto/solana-go"
 	"github.com/gagliardetto/solana-go/rpc"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/chain/localnet"
@@ -40,6 +41,11 @@ func newLocalnetCmd() *cobra.Command {
 			stakes, _ := f.GetStringSlice("stake")
 			price, _ := f.GetUint64("job-price")
 			timeout, _ := f.GetInt64("job-timeout")
+			slot, _ := f.GetDuration("slot-interval")
+			faults, err := faultFlags(f)
+			if err != nil {
+				return err
+			}
 			var nodes []solana.PublicKey
 			for _, s := range stakes {
 				k, err := publicKeyOrKeypair(s)
@@ -56,7 +62,8 @@ func newLocalnetCmd() *cobra.Command {
 			}
 			log := newLogger(cmd.ErrOrStderr(), "auto")
 			srv, err := localnet.Start(ctx, localnet.Config{Addr: addr, DataDir: dir, StakedNodes: nodes, JobPrice: price,
-				JobTimeout: timeout, ContentStore: ipfs.NewGatewayHandler(store, ipfs.WithLogger(log)), Log: &log})
+				JobTimeout: timeout, ContentStore: ipfs.NewGatewayHandler(store, ipfs.WithLogger(log)), Log: &log,
+				SlotInterval: slot, Faults: faults})
 			if err != nil {
 				return err
 			}
@@ -74,8 +81,39 @@ func newLocalnetCmd() *cobra.Command {
 	f.StringSlice("stake", nil, "node public key (or keypair file) to give an active stake; repeatable")
 	f.Uint64("job-price", 0, "job price, lamports (default 10 000 000)")
 	f.Int64("job-timeout", 0, "job timeout, seconds (default 3600)")
+	f.Duration("slot-interval", 0, "block time (default 400ms)")
+	f.Uint64("fault-seed", 1, "seed of the fault draws (same seed, same requests: same faults)")
+	f.Int("fault-latency-ms", 0, "added latency of every JSON-RPC reply, ms")
+	f.Float64("fault-429", 0, "fraction of JSON-RPC requests answered 429 Too Many Requests")
+	f.Float64("fault-503", 0, "fraction of JSON-RPC requests answered 503 Service Unavailable")
+	f.Int("fault-retry-after", 0, "Retry-After seconds sent with injected 429/503 (0: none)")
+	f.Float64("fault-drop", 0, "fraction of sendTransaction accepted but never landed")
+	f.Float64("fault-reply-error", 0, "fraction of sendTransaction landed but answered with an error")
+	f.Uint64("fault-expiry-blocks", 0, "blocks a blockhash stays valid (default Solana's 150)")
+	f.Bool("fault-refuse-websocket", false, "refuse WebSocket connections (clients must poll)")
+	cmd.Long = "Run the embedded local market standalone. Faults can be injected from the start with the --fault-* flags, " +
+		"or changed while it runs: POST a JSON Faults object (seed, latency_ms, rate_429, rate_503, retry_after_seconds, drop_rate, " +
+		"reply_error_rate, expiry_blocks, refuse_websocket) to /admin/faults from loopback; GET reads them."
 	cmd.AddCommand(newLocalnetPostCmd(), newLocalnetShowCmd(), newLocalnetBalanceCmd())
 	return cmd
+}
+
+// faultFlags reads the --fault-* flags.
+func faultFlags(f *pflag.FlagSet) (localnet.Faults, error) {
+	var out localnet.Faults
+	out.Seed, _ = f.GetUint64("fault-seed")
+	out.LatencyMS, _ = f.GetInt("fault-latency-ms")
+	out.Rate429, _ = f.GetFloat64("fault-429")
+	out.Rate503, _ = f.GetFloat64("fault-503")
+	out.RetryAfterSeconds, _ = f.GetInt("fault-retry-after")
+	out.DropRate, _ = f.GetFloat64("fault-drop")
+	out.ReplyErrorRate, _ = f.GetFloat64("fault-reply-error")
+	out.ExpiryBlocks, _ = f.GetUint64("fault-expiry-blocks")
+	out.RefuseWebSocket, _ = f.GetBool("fault-refuse-websocket")
+	if err := out.Validate(); err != nil {
+		return out, usageErr("%v", err)
+	}
+	return out, nil
 }
 
 func publicKeyOrKeypair(s string) (solana.PublicKey, error) {
@@ -90,10 +128,14 @@ func publicKeyOrKeypair(s string) (solana.PublicKey, error) {
 }
 
 // findMarket returns the market of a localnet: the only MarketAccount owned
-// by the Markets program.
+// by the Markets program. rpcURL may list several URLs; the call is retried
+// like every chain client call (429, 503, connection errors), within 60 s.
 func findMarket(ctx context.Context, rpcURL string, program solana.PublicKey) (solana.PublicKey, error) {
-	cl := rpc.New(rpcURL)
-	res, err := cl.GetProgramAccountsWithOpts(ctx, program, &rpc.GetProgramAccountsOpts{
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	c := chain.NewClient(rpcURL, nil, program, solana.PublicKey{}, solana.PublicKey{}, chain.WithWebSocket(""))
+	defer c.Close()
+	res, err := c.RPC.GetProgramAccountsWithOpts(ctx, program, &rpc.GetProgramAccountsOpts{
 		Encoding: solana.EncodingBase64,
 		Filters: []rpc.RPCFilter{{DataSize: chain.MarketAccountSize},
 			{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: chain.MarketDiscriminator[:]}}},

@@ -290,13 +290,13 @@ func checkChain(ctx context.Context, cfg *Config, add func(name, result, format 
 		}
 	} else {
 		add("keypair", checkOK, "node %s", key.PublicKey())
-		c := chain.NewClient(rpc, key, cfg.Program, cfg.Staking, market)
+		c := chain.NewClient(rpc, key, cfg.Program, cfg.Staking, market, cfg.ChainOptions()...)
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		if bal, err := c.Balance(cctx); err != nil {
-			add("RPC", checkFail, "%s: %v", redactURL(rpc), err)
+			add("RPC", checkFail, "%s: %v", redactSetting("SOLANA_RPC_URL", rpc), err)
 		} else {
-			add("RPC", checkOK, "%s: balance %.4f SOL", redactURL(rpc), float64(bal)/float64(solana.LAMPORTS_PER_SOL))
+			add("RPC", checkOK, "%s: balance %.4f SOL", redactSetting("SOLANA_RPC_URL", rpc), float64(bal)/float64(solana.LAMPORTS_PER_SOL))
 		}
 		m, err := c.GetMarket(cctx)
 		if err != nil {

@@ -58,6 +58,9 @@ type worker struct {
 	rt      *runtime.Runtime
 	specs   *hardware.Specs
 	monitor *hardware.Monitor // health samples and the claim gate (health.go)
+	// rpcBase does the chain client's HTTP under its retrying transport; the
+	// API's metrics hook into it once they exist (api.go instrumentRPC).
+	rpcBase *swappableTransport
 }
 
 func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
@@ -127,9 +130,11 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	}
 
 	driver := w.driver()
+	watch := w.chain.WatchMarket(ctx) // accountSubscribe on the market; polling covers it while down
+	defer watch.Stop()
 	loop := &fsm.Loop{Driver: driver, Market: w.chain, Fits: func(v uint8, g chain.GPUType) bool { return w.specs.Fits(v, uint8(g)) },
 		Slots: cfg.Slots, PollInterval: cfg.PollInterval, AutoAccept: cfg.AutoAccept,
-		Reaper: &fsm.Reaper{Driver: driver}}
+		Reaper: &fsm.Reaper{Driver: driver}, Notify: watch, PushPollInterval: max(cfg.PollInterval, 60*time.Second)}
 
 	fmt.Fprintln(stdout, "\n🔄 Starting job polling...")
 	fmt.Fprintln(stdout, "💓 Starting health monitoring...")
@@ -184,6 +189,9 @@ func (w *worker) driver() *fsm.Driver {
 const maxDefinitionBytes = 2 << 20
 
 func (w *worker) close() {
+	if w.chain != nil {
+		w.chain.Close()
+	}
 	if w.rt != nil {
 		w.rt.Close()
 	}
@@ -246,7 +254,9 @@ func (w *worker) connect(ctx context.Context) error {
 		}
 		cfg.Market = m
 	}
-	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market)
+	w.rpcBase = newSwappableTransport()
+	opts := append(cfg.ChainOptions(), chain.WithTransport(func(t *chain.Transport) { t.Base = w.rpcBase }))
+	w.chain = chain.NewClient(cfg.RPCURL, w.key, cfg.Program, cfg.Staking, cfg.Market, opts...)
 	return nil
 }
 

@@ -37,7 +37,7 @@ func (c *Config) parseUpload(raw map[string]string) error {
 	switch c.Upload {
 	case uploadKubo:
 		if c.UploadURL == "" && c.Local() {
-			c.UploadURL = c.RPCURL
+			c.UploadURL = c.PrimaryRPC()
 		} else if c.UploadURL == "" {
 			return usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL), or set PINATA_JWT to upload to Pinata", c.Network)
 		} else if !httpURL(c.UploadURL) {
