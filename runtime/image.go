@@ -64,22 +64,47 @@ type ImageConfig struct {
 // (testdata/image/build.sh writes "hypernode.local/test:latest").
 func (r *Runtime) ImportArchive(ctx context.Context, path string) ([]string, error) {
 	ctx = r.ctx(ctx)
+	for attempt := 1; ; attempt++ {
+		names, err := r.importOnce(ctx, path)
+		if err == nil {
+			return names, nil
+		}
+		// Another importer of the same archive into the same containerd (several
+		// workers starting together) holds or has just written the same blobs,
+		// image record or unpacked snapshot: containerd answers "already exists"
+		// or "locked" (unavailable). Importing again finds the content present.
+		if attempt >= importAttempts || !(errdefs.IsAlreadyExists(err) || errdefs.IsUnavailable(err)) || ctx.Err() != nil {
+			return nil, fmt.Errorf("import image archive %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("import image archive %s: %w", path, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
+}
+
+// importAttempts bounds ImportArchive's tries when concurrent imports of the
+// same content collide.
+const importAttempts = 5
+
+func (r *Runtime) importOnce(ctx context.Context, path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("import image archive: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	imgs, err := r.client.Import(ctx, f)
 	if err != nil {
-		return nil, fmt.Errorf("import image archive %s: %w", path, err)
+		return nil, err
 	}
 	if len(imgs) == 0 {
-		return nil, fmt.Errorf("import image archive %s: no named image in its index: %w", path, ErrInvalid)
+		return nil, fmt.Errorf("no named image in its index: %w", ErrInvalid)
 	}
 	names := make([]string, 0, len(imgs))
 	for _, img := range imgs {
 		if err := r.unpack(ctx, client.NewImage(r.client, img)); err != nil {
-			return nil, fmt.Errorf("import image archive %s: %w", path, err)
+			return nil, err
 		}
 		names = append(names, img.Name)
 	}
