@@ -14,6 +14,7 @@ import (
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/failpoint"
+	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -61,6 +62,10 @@ type ContainerSpec struct {
 	Env         []string // KEY=VALUE, may hold secrets
 	MemoryBytes int64
 	PidsLimit   int64
+	// GPUs are the GPUs this container alone may use (GPUPool); CPUs its
+	// CFS quota in logical CPUs (0: none).
+	GPUs []hardware.GPU
+	CPUs float64
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -143,7 +148,10 @@ type Driver struct {
 	// DataDir holds jobs/<job>/{workspace,logs}; named from the journal.
 	DataDir string
 	Limits  Limits
-	Log     zerolog.Logger
+	// GPUs hands each job its GPUs and host share; nil: no GPU is given to
+	// any container and no CPU share is imposed.
+	GPUs *GPUPool
+	Log  zerolog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// RetryMin and RetryMax bound the backoff between attempts of a step
@@ -267,6 +275,9 @@ func (d *Driver) Run(ctx context.Context, job solana.PublicKey) error {
 			return err
 		}
 		state := State(snap.State)
+		if state.Terminal() || state == Uploaded {
+			d.GPUs.Release(key) // the container has ended
+		}
 		if state.Terminal() {
 			d.cleanup(ctx, snap)
 			return nil

@@ -191,20 +191,43 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		return fmt.Errorf("image %s: %w", ci.Image, err)
 	}
 	if snap.Container == nil {
+		// The job's GPUs and share of the host, waited for until its
+		// deadline, then journaled with the container.
+		actx, cancel := context.WithDeadline(ctx, ci.Deadline)
+		err := d.assignHost(actx, key, acc, def, ci)
+		cancel()
+		if errors.Is(err, ErrGPUsNeverFit) {
+			d.Log.Warn().Err(err).Str("job", key).Msg("job asks for GPUs this machine lacks; failing it")
+			now := d.now().UTC()
+			res := &jobdef.Result{Version: jobdef.ResultVersion, Job: key, Node: d.Chain.Node().String(), Status: jobdef.StatusFailed,
+				StartedAt: now, FinishedAt: now, Error: err.Error()}
+			return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
+		}
+		if err != nil {
+			return fmt.Errorf("GPUs for %s: %w", key, err)
+		}
 		failpoint.Hit(failpoint.StartBeforeIntent)
 		if err := d.intent(key, journal.Record{Intent: journal.IntentContainer, Container: ci,
 			Fields: map[string]string{FieldAttempts: strconv.Itoa(ci.Attempt)}}); err != nil {
+			d.GPUs.Release(key)
 			return err
 		}
 		failpoint.Hit(failpoint.StartAfterIntent)
+	}
+	gpus, err := d.GPUs.Lookup(ci.GPUs)
+	if err != nil {
+		return fmt.Errorf("job %s: %w", key, err)
 	}
 	lim := d.limits()
 	mem := lim.MemoryBytes
 	if def.Resources.MemoryMB > 0 && int64(def.Resources.MemoryMB)<<20 < mem {
 		mem = int64(def.Resources.MemoryMB) << 20
 	}
+	if ci.MemoryBytes > 0 && ci.MemoryBytes < mem {
+		mem = ci.MemoryBytes // this slot's share of the host
+	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
-		MemoryBytes: mem, PidsLimit: lim.PidsLimit,
+		MemoryBytes: mem, PidsLimit: lim.PidsLimit, GPUs: gpus, CPUs: ci.CPUs,
 		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
 	if err := d.Runtime.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create container %s: %w", ci.ID, err)

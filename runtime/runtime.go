@@ -114,6 +114,9 @@ type Config struct {
 	// LogLimitBytes is how many bytes of one operation's output its log keeps
 	// (DefaultLogLimitBytes when 0); the rest is dropped with a note.
 	LogLimitBytes int64
+	// DeviceRoot is the host directory where GPU device nodes are looked up
+	// (DefaultDeviceRoot when empty); tests point it at a tree of nodes.
+	DeviceRoot string
 }
 
 // Runtime is a connection to one containerd daemon, scoped to one namespace. It is
@@ -129,6 +132,7 @@ type Runtime struct {
 	logger      string
 	logLimit    int64
 	clientLog   *clog.Entry
+	deviceRoot  string
 }
 
 // New connects to containerd at cfg.Address and checks that it answers (Version)
@@ -143,6 +147,10 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		namespace:   cfg.Namespace,
 		snapshotter: cfg.Snapshotter,
 		runtime:     cfg.Runtime,
+		deviceRoot:  cfg.DeviceRoot,
+	}
+	if r.deviceRoot == "" {
+		r.deviceRoot = DefaultDeviceRoot
 	}
 	if r.address == "" {
 		r.address = DefaultAddress

@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hypernode-sol/worker/hardware"
 )
 
 // Defaults for the zero values of ContainerSpec's limits.
@@ -63,6 +65,11 @@ type ContainerSpec struct {
 	// Labels are extra container labels; the hypernode.* labels are set by Create and
 	// cannot be overridden.
 	Labels map[string]string
+	// GPUs are the GPUs this container alone may use: their device nodes and
+	// NVIDIA_VISIBLE_DEVICES (see gpus.go). None: no GPU device at all.
+	GPUs []hardware.GPU
+	// CPUs is the container's CFS quota in logical CPUs (0: none).
+	CPUs float64
 }
 
 // ContainerID names the container of one attempt at a job: "hn-<job>-<attempt>".
@@ -108,6 +115,9 @@ func (s ContainerSpec) Validate() error {
 		if v < 0 {
 			return bad("%s %d is negative", name, v)
 		}
+	}
+	if s.CPUs < 0 {
+		return bad("cpus %g is negative", s.CPUs)
 	}
 	if s.MemoryBytes > 0 && s.MemoryBytes < 4<<20 {
 		return bad("memory %d bytes is below the 4 MiB a container needs to start", s.MemoryBytes)
@@ -277,7 +287,12 @@ func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.
 	labels[LabelJob] = s.Job
 	labels[LabelAttempt] = strconv.Itoa(s.Attempt)
 
+	devOpts, err := DeviceSpecOpts(r.deviceRoot, s)
+	if err != nil {
+		return nil, err
+	}
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, SpecOpts(s)...)
+	specOpts = append(specOpts, devOpts...)
 	return r.client.NewContainer(ctx, s.ID,
 		client.WithImage(img),
 		client.WithSnapshotter(r.snapshotter),

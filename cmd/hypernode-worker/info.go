@@ -55,7 +55,7 @@ func newConfigCmd() *cobra.Command {
 				{"CONTAINER_RUNTIME", cfg.ContainerRuntime}, {"CONTAINERD_ADDRESS", cfg.ContainerdAddress},
 				{"AUTO_ACCEPT", fmt.Sprint(cfg.AutoAccept)}, {"POLLING_INTERVAL", fmt.Sprint(cfg.PollInterval.Milliseconds())},
 				{"HEALTH_CHECK_INTERVAL", fmt.Sprint(cfg.HealthInterval.Milliseconds())}, {"HYPERNODE_DATA_DIR", cfg.DataDir},
-				{"PARALLEL_JOBS", fmt.Sprint(cfg.Slots)}, {"GPU_INVENTORY", cfg.GPUInventory}, {"IMPORT_IMAGES", strings.Join(cfg.ImportImages, ",")},
+				{"MAX_PARALLEL_JOBS", slotsString(cfg)}, {"GPU_DEVICE_ROOT", cfg.DeviceRoot}, {"GPU_INVENTORY", cfg.GPUInventory}, {"IMPORT_IMAGES", strings.Join(cfg.ImportImages, ",")},
 			}
 			for _, r := range rows {
 				fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
@@ -228,4 +228,11 @@ func keyString(k solana.PrivateKey) string {
 		return ""
 	}
 	return k.PublicKey().String()
+}
+
+func slotsString(cfg *Config) string {
+	if cfg.SlotsAuto {
+		return "auto"
+	}
+	return fmt.Sprint(cfg.Slots)
 }

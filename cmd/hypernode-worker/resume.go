@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hypernode-sol/worker/fsm"
+	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -81,7 +82,15 @@ func resumeJob(ctx context.Context, cfg *Config, job solana.PublicKey, action st
 	if err := w.connect(ctx); err != nil {
 		return err
 	}
+	specs, err := hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
+	if err != nil {
+		return fmt.Errorf("detect hardware: %w", err)
+	}
+	w.pool = newGPUPool(cfg, specs) // the job's journaled GPUs are looked up here
 	d := w.driver()
+	if snaps, err := w.journal.Snapshots(); err == nil {
+		d.RestoreGPUs(snaps)
+	}
 	rec, err := d.Reconcile(ctx, job)
 	if err != nil {
 		return err

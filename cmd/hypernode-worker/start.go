@@ -55,6 +55,7 @@ type worker struct {
 	chain   *chain.Client
 	rt      *runtime.Runtime
 	specs   *hardware.Specs
+	pool    *fsm.GPUPool
 }
 
 func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
@@ -73,6 +74,8 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 		return fmt.Errorf("detect hardware: %w", err)
 	}
 	printSpecs(stdout, w.specs)
+	w.pool = newGPUPool(cfg, w.specs)
+	fmt.Fprintf(stdout, "Parallel jobs: %d (GPUs handed out: %d)\n", cfg.Slots, len(w.pool.GPUs()))
 
 	if err := w.connect(ctx); err != nil {
 		return err
@@ -162,7 +165,7 @@ func (w *worker) driver() *fsm.Driver {
 	store := &ipfsStore{fetcher: &ipfs.Fetcher{Gateways: w.cfg.Gateways, MaxBytes: maxDefinitionBytes, PerGatewayTimeout: 30 * time.Second},
 		uploader: &ipfs.Uploader{APIURL: w.cfg.UploadURL}}
 	return &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{w.rt}, DataDir: w.cfg.DataDir,
-		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
+		Log: w.log, WatchInterval: max(w.cfg.PollInterval, time.Second), GPUs: w.pool,
 		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes}}
 }
 
@@ -301,7 +304,7 @@ func (w *worker) startLocalnet(ctx context.Context) error {
 }
 
 func (w *worker) connectRuntime(ctx context.Context) error {
-	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress})
+	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress, DeviceRoot: w.cfg.DeviceRoot})
 	if err != nil {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
 	}
@@ -367,6 +370,7 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
 		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit,
+		GPUs: s.GPUs, CPUs: s.CPUs,
 		Labels: map[string]string{fsm.LabelNode: s.Node}})
 }
 
@@ -433,4 +437,13 @@ func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) 
 		st.Jobs = append(st.Jobs, statusapi.JobFromSnapshot(s))
 	}
 	return st, nil
+}
+
+// newGPUPool makes the pool of the machine's GPUs and resolves
+// MAX_PARALLEL_JOBS=auto to one slot per GPU it hands out (at least one).
+func newGPUPool(cfg *Config, specs *hardware.Specs) *fsm.GPUPool {
+	if cfg.SlotsAuto {
+		cfg.Slots = max(len(fsm.NewGPUPool(specs.GPUs, 1, 0, 0).GPUs()), 1)
+	}
+	return fsm.NewGPUPool(specs.GPUs, cfg.Slots, specs.CPU.Threads, specs.RAMBytes)
 }
