@@ -400,4 +400,3 @@ func journaledGPUs(t *testing.T, data string) map[string]map[int]string {
 	}
 	return out
 }
-
