@@ -221,11 +221,11 @@ func (p *GPUPool) Acquire(ctx context.Context, job string, need GPUNeed) ([]hard
 	if n == jobdef.GPUsAll {
 		n = len(eligible)
 		if n == 0 && (need.Vendor != "" || need.MinVRAMGiB > 0) {
-			return nil, fmt.Errorf("%w: every %s GPU with %d GiB asked, this machine has none", ErrGPUsNeverFit, vendorName(need.Vendor), need.MinVRAMGiB)
+			return nil, fmt.Errorf("%w: all GPUs asked (vendor %s, ≥ %d GiB each), this machine has none that fit", ErrGPUsNeverFit, vendorName(need.Vendor), need.MinVRAMGiB)
 		}
 	}
 	if n > len(eligible) {
-		return nil, fmt.Errorf("%w: %d %s GPUs with ≥ %d GiB asked, this machine has %d", ErrGPUsNeverFit, n, vendorName(need.Vendor), need.MinVRAMGiB, len(eligible))
+		return nil, fmt.Errorf("%w: %d GPUs asked (vendor %s, ≥ %d GiB each), this machine has %d that fit", ErrGPUsNeverFit, n, vendorName(need.Vendor), need.MinVRAMGiB, len(eligible))
 	}
 	if n == 0 {
 		return nil, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +144,36 @@ func TestGPUPoolMIGAndRestore(t *testing.T) {
 	if _, err := p.Lookup([]string{"GPU-gone"}); err == nil {
 		t.Error("Lookup of an unknown GPU")
 	}
+}
+
+// TestDriverAssignsGPUs: the driver gives a job the GPUs its definition asks
+// for and its share of the host, journals them in the container intent,
+// hands them back once the result is uploaded, and fails a job asking for
+// more GPUs than the machine has.
+func TestDriverAssignsGPUs(t *testing.T) {
+	r := newRig(t)
+	gpus := capture(t, mi100x4)
+	r.driver.GPUs = NewGPUPool(gpus, 2, 8, 8<<30)
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hi"}],"resources":{"gpus":2,"memory_mb":8192}}`)
+	r.run(job)
+	spec := r.rt.created[ContainerID(job.String(), 1)]
+	if len(spec.GPUs) != 2 || spec.CPUs != 4 || spec.MemoryBytes != 2<<30 {
+		t.Fatalf("container spec GPUs %v, CPUs %g, memory %d; want 2 GPUs, 4 CPUs, the 2 GiB worker limit", spec.GPUs, spec.CPUs, spec.MemoryBytes)
+	}
+	snap, _ := r.j.Snapshot(job.String())
+	if c := snap.Container; c == nil || len(c.GPUs) != 2 || c.GPUs[0] != GPUID(spec.GPUs[0]) || c.CPUs != 4 || c.MemoryBytes != 4<<30 {
+		t.Fatalf("container intent %+v", snap.Container)
+	}
+	if held := r.driver.GPUs.Held(job.String()); len(held) != 0 {
+		t.Fatalf("GPUs still held after the job ended: %v", held)
+	}
+	big := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hi"}],"resources":{"gpus":8}}`)
+	r.run(big)
+	if res := r.result(big); res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "8 GPUs asked (vendor any, ≥ 0 GiB each), this machine has 4") {
+		t.Fatalf("8 GPUs on a 4-GPU machine: %+v", res)
+	}
+	if _, ok := r.rt.created[ContainerID(big.String(), 1)]; ok {
+		t.Fatal("a container was created for a job that cannot get its GPUs")
+	}
+	r.verify()
 }
