@@ -108,6 +108,7 @@ type row struct {
 	Value    *float64 `json:"value"`
 	Unit     string   `json:"unit"`
 	Baseline *float64 `json:"baseline,omitempty"`
+	BaseUnit string   `json:"baseline_unit,omitempty"`
 	BaseName string   `json:"baseline_name,omitempty"`
 	Ratio    *float64 `json:"ratio,omitempty"`
 	Goal     string   `json:"goal,omitempty"`
@@ -223,7 +224,7 @@ func makeRow(e entry, r *run) row {
 	w.Value = &v
 	if e.Baseline != nil {
 		if b, ok := r.metrics[*e.Baseline]; ok {
-			w.Baseline = &b
+			w.Baseline, w.BaseUnit = &b, e.Baseline.Metric
 			if b != 0 {
 				ratio := v / b
 				w.Ratio = &ratio
@@ -250,13 +251,14 @@ func makeRow(e entry, r *run) row {
 	return w
 }
 
-// format shows a metric in a readable unit: ns/op as a duration, others as
-// three significant digits with their unit.
+// format shows a metric in a readable unit: ns/op as a duration, "<x>_s"
+// as seconds, "<x>-%" as a percentage, others with their unit, to three
+// significant digits.
 func format(v float64, unit string) string {
 	if strings.HasSuffix(unit, "ns/op") {
 		return time.Duration(v).Round(time.Duration(math.Pow(10, math.Max(0, math.Floor(math.Log10(v))-2)))).String()
 	}
-	s := strconv.FormatFloat(v, 'f', -1, 64)
+	var s string
 	switch {
 	case v >= 100:
 		s = strconv.FormatFloat(math.Round(v), 'f', 0, 64)
@@ -265,17 +267,13 @@ func format(v float64, unit string) string {
 	default:
 		s = strconv.FormatFloat(v, 'g', 3, 64)
 	}
-	return s + " " + strings.TrimSuffix(strings.TrimSuffix(unit, "_s"), "-%") + unitSuffix(unit)
-}
-
-func unitSuffix(unit string) string {
 	switch {
 	case strings.HasSuffix(unit, "_s"):
-		return " s"
+		return s + " s"
 	case strings.HasSuffix(unit, "-%"):
-		return " %"
+		return s + " %"
 	}
-	return ""
+	return s + " " + unit
 }
 
 func printTable(w *os.File, rows []row) {
@@ -289,7 +287,7 @@ func printTable(w *os.File, rows []row) {
 			val = format(*r.Value, r.Unit)
 		}
 		if r.Baseline != nil {
-			base = format(*r.Baseline, r.Unit) + " (" + r.BaseName + ")"
+			base = format(*r.Baseline, r.BaseUnit) + " (" + r.BaseName + ")"
 		}
 		if r.Ratio != nil {
 			ratio = strconv.FormatFloat(*r.Ratio, 'f', 2, 64) + "×"

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -181,5 +182,73 @@ func BenchmarkConcurrentJobs(b *testing.B) {
 			b.ReportMetric(float64(per*jobs)/el.Seconds(), "transitions/s")
 			b.ReportMetric(float64(per*jobs)/float64(j.group.commits.Load()), "records/commit")
 		})
+	}
+}
+
+// livesRecords are n records of successive jobs' first six records
+// (jobLife), as the driver appends them: each job's index stays small.
+func livesRecords(n int) []Record {
+	out := make([]Record, 0, n)
+	for k := 0; len(out) < n; k++ {
+		for _, r := range jobLife(fmt.Sprintf("job%07d", k)) {
+			if len(out) < n {
+				r.At = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// BenchmarkAppendLives is BenchmarkAppend with job-shaped records: each job
+// gets the six records of jobLife, then the next job (BenchmarkAppend puts
+// every record under one job, whose index grows without end, which the
+// driver never does).
+func BenchmarkAppendLives(b *testing.B) {
+	j, err := Open(filepath.Join(b.TempDir(), "j.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	recs := livesRecords(b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := j.Append(recs[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBareBoltLives is BenchmarkAppendLives' floor: the same records'
+// JSON bytes put under the next sequence number of one bucket, one bbolt
+// Update each, fsync on, with the journal's bbolt options.
+func BenchmarkBareBoltLives(b *testing.B) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "bare.db"), 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(bucketLog); return err }); err != nil {
+		b.Fatal(err)
+	}
+	recs := livesRecords(b.N)
+	vals := make([][]byte, len(recs))
+	for i, r := range recs {
+		r.Seq = uint64(i + 1)
+		vals[i], _ = json.Marshal(r)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		err := db.Update(func(tx *bolt.Tx) error {
+			bk := tx.Bucket(bucketLog)
+			seq, err := bk.NextSequence()
+			if err != nil {
+				return err
+			}
+			return bk.Put(seqKey(seq), vals[i])
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
 	}
 }
