@@ -24,7 +24,9 @@ import (
 //     /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools and
 //     /dev/nvidia-modeset that exist on the host, and NVIDIA_VISIBLE_DEVICES
 //     set to the GPUs' UUIDs (their indices when a UUID is unknown), which
-//     the NVIDIA container runtime hook and CUDA read;
+//     the NVIDIA container runtime hook and CUDA read (a container without
+//     an NVIDIA GPU gets NVIDIA_VISIBLE_DEVICES=void: the hook gives it
+//     none, whatever the job's env asks);
 //   - AMD: /dev/kfd when the host has it, and the render node of each GPU,
 //     /dev/dri/renderD<N>, found from the GPU's PCI address in sysfs, else
 //     renderD<128+index> (the DRM numbering of card<index>).
@@ -61,9 +63,6 @@ type gpuDevice struct {
 
 // gpuDevices resolves the device nodes and environment for gpus under root.
 func gpuDevices(root string, gpus []hardware.GPU) ([]gpuDevice, []string, error) {
-	if len(gpus) == 0 {
-		return nil, nil, nil
-	}
 	var devs []gpuDevice
 	seen := map[string]bool{}
 	add := func(rel string, required bool, what string) error {
@@ -105,14 +104,15 @@ func gpuDevices(root string, gpus []hardware.GPU) ([]gpuDevice, []string, error)
 			return nil, nil, fmt.Errorf("%s: %w: no device nodes known for vendor %q", what, ErrInvalid, g.Vendor)
 		}
 	}
-	var env []string
-	if len(nvidia) > 0 {
-		for _, ctl := range []string{"nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"} {
-			_ = add(ctl, false, ctl)
-		}
-		env = append(env, "NVIDIA_VISIBLE_DEVICES="+strings.Join(nvidia, ","))
+	if len(nvidia) == 0 {
+		// No NVIDIA GPU for this container: "void" makes the NVIDIA runtime
+		// hook, where installed, give it none, whatever the job's env says.
+		return devs, []string{"NVIDIA_VISIBLE_DEVICES=void"}, nil
 	}
-	return devs, env, nil
+	for _, ctl := range []string{"nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"} {
+		_ = add(ctl, false, ctl)
+	}
+	return devs, []string{"NVIDIA_VISIBLE_DEVICES=" + strings.Join(nvidia, ",")}, nil
 }
 
 // amdRenderNode is the render node's name under /dev/dri of an AMD GPU.
@@ -148,9 +148,6 @@ func statDevice(root, rel string) (gpuDevice, error) {
 // the device cgroup.
 func withGPUDevices(devs []gpuDevice, env []string) oci.SpecOpts {
 	return func(ctx context.Context, c oci.Client, ctr *containers.Container, s *oci.Spec) error {
-		if len(devs) == 0 && len(env) == 0 {
-			return nil
-		}
 		if s.Linux == nil {
 			s.Linux = &specs.Linux{}
 		}

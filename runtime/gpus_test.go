@@ -160,8 +160,22 @@ func TestGPUSpecMissingNode(t *testing.T) {
 	if len(spec.Linux.Devices) != 0 {
 		t.Errorf("devices without GPUs: %+v", spec.Linux.Devices)
 	}
-	if _, ok := envValue(spec, "NVIDIA_VISIBLE_DEVICES"); ok {
-		t.Error("NVIDIA_VISIBLE_DEVICES set without GPUs")
+	if v, _ := envValue(spec, "NVIDIA_VISIBLE_DEVICES"); v != "void" {
+		t.Errorf("NVIDIA_VISIBLE_DEVICES=%q without GPUs, want void", v)
+	}
+	// A job's own env cannot widen what it sees.
+	nv := captureGPUs(t, "nvidia-smi-q-x_2x-rtx-a5000_590.44.01_v13.xml")
+	nroot := runtimetest.GPUDeviceTree(t, nv)
+	for _, gpus := range [][]hardware.GPU{nil, nv[1:]} {
+		spec = generateWithDevices(t, nroot, runtime.ContainerSpec{ID: "hn-x-1", Image: "x", Workspace: "/w", GPUs: gpus,
+			Env: []string{"NVIDIA_VISIBLE_DEVICES=all"}})
+		want := "void"
+		if gpus != nil {
+			want = nv[1].UUID
+		}
+		if v, _ := envValue(spec, "NVIDIA_VISIBLE_DEVICES"); v != want {
+			t.Errorf("job env NVIDIA_VISIBLE_DEVICES=all, GPUs %d: got %q, want %q", len(gpus), v, want)
+		}
 	}
 }
 

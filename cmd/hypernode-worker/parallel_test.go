@@ -147,7 +147,7 @@ func (w *gpuWatch) sample(c *client.Client) {
 			}
 		}
 		for _, kv := range spec.Process.Env {
-			if v, ok := strings.CutPrefix(kv, "NVIDIA_VISIBLE_DEVICES="); ok {
+			if v, ok := strings.CutPrefix(kv, "NVIDIA_VISIBLE_DEVICES="); ok && v != "void" {
 				for _, id := range strings.Split(v, ",") {
 					nodes = append(nodes, "nvidia:"+id)
 				}
