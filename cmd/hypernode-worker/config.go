@@ -55,6 +55,7 @@ type Config struct {
 	GPUInventory        string           // GPU_INVENTORY
 	Slots               int              // MAX_PARALLEL_JOBS (or the deprecated PARALLEL_JOBS); 0 with SlotsAuto
 	SlotsAuto           bool             // MAX_PARALLEL_JOBS=auto: one slot per GPU, resolved at start
+	SlotsAlias          bool             // the slots came from the deprecated PARALLEL_JOBS
 	DeviceRoot          string           // GPU_DEVICE_ROOT
 	ImportImages        []string         // IMPORT_IMAGES: OCI archives imported at start
 	LogFormat           string           // LOG_FORMAT: auto, console, json
@@ -230,6 +231,7 @@ func parseConfig(raw map[string]string) (*Config, error) {
 	slotsKey := "MAX_PARALLEL_JOBS"
 	if raw[slotsKey] == "" && raw["PARALLEL_JOBS"] != "" {
 		slotsKey = "PARALLEL_JOBS" // deprecated alias
+		c.SlotsAlias = true
 	}
 	switch v := raw[slotsKey]; v {
 	case "":

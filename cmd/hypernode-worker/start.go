@@ -74,6 +74,9 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 		return fmt.Errorf("detect hardware: %w", err)
 	}
 	printSpecs(stdout, w.specs)
+	if cfg.SlotsAlias {
+		w.log.Warn().Msg("PARALLEL_JOBS is deprecated: use MAX_PARALLEL_JOBS")
+	}
 	w.pool = newGPUPool(cfg, w.specs)
 	fmt.Fprintf(stdout, "Parallel jobs: %d (GPUs handed out: %d)\n", cfg.Slots, len(w.pool.GPUs()))
 
