@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -289,13 +291,29 @@ func TestParallelGPUJobs(t *testing.T) {
 // second finish_job sent.
 var parallelFailpoints = []string{failpoint.OpAfterTaskStart + ":3", failpoint.FinishJobAfterSend + ":2"}
 
+// parallelCrash is one case of TestCrashParallel: a failpoint, or a kill -9
+// that long after the worker is ready.
+type parallelCrash struct {
+	failpoint string
+	kill      time.Duration
+}
+
+func (c parallelCrash) String() string {
+	if c.failpoint != "" {
+		return c.failpoint
+	}
+	return fmt.Sprintf("kill-9@ready+%dms", c.kill.Milliseconds())
+}
+
 // TestCrashParallel is the crash matrix with 4 jobs in flight on 4 slots and
-// a 4-GPU inventory (one GPU each): the worker is killed at a failpoint,
-// restarted, and every job is checked as in TestCrashMatrix (exactly one
-// claim and finish, result verifies, runs.txt op0 op1, nothing left,
-// replay verifies); besides, the restart kept each job's attempt on the GPUs
-// journaled before the crash, and no two running containers shared a GPU.
-// HYPERNODE_CRASH_FULL=1 adds more points.
+// a 4-GPU inventory (one GPU each): the worker is killed at a failpoint, or
+// by kill -9 at a random instant, restarted, and every job is checked as in
+// TestCrashMatrix (exactly one claim and finish, result verifies, runs.txt
+// op0 op1, nothing left, replay verifies); besides, the restart kept each
+// job's attempt on the GPUs journaled before the crash, and no two running
+// containers shared a GPU. By default 2 failpoints and 1 random kill;
+// HYPERNODE_CRASH_FULL=1 runs 6 failpoints and 8 random kills
+// (HYPERNODE_CRASH_SEED replays a draw).
 func TestCrashParallel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash matrix: needs containerd and the real binary (skipped with -short)")
@@ -304,15 +322,32 @@ func TestCrashParallel(t *testing.T) {
 	ctd := runtimetest.StartContainerd(t)
 	s := newCrashSetup(t, ctd)
 	points := parallelFailpoints
+	randomRuns := 1
 	if crashFull() {
 		points = append(points, failpoint.StartAfterCreate+":2", failpoint.UploadAfterAdd+":3", failpoint.ClaimAfterLanded+":3", failpoint.OpAfterExit+":4")
+		randomRuns = 8
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("HYPERNODE_CRASH_SEED"); v != "" {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			seed = n
+		}
+	}
+	t.Logf("random kills: seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 4))
+	var cases []parallelCrash
+	for _, fp := range points {
+		cases = append(cases, parallelCrash{failpoint: fp})
+	}
+	for range randomRuns {
+		cases = append(cases, parallelCrash{kill: time.Duration(rng.IntN(2500)) * time.Millisecond}) // the 4 jobs end about 2.5 s after ready
 	}
 	began := time.Now()
 	var rows []matrixRow
-	for _, fp := range points {
-		row := matrixRow{name: fp + " (4 in flight)"}
+	for _, c := range cases {
+		row := matrixRow{name: c.String() + " (4 in flight)"}
 		start := time.Now()
-		t.Run(fp, func(t *testing.T) {
+		t.Run(c.String(), func(t *testing.T) {
 			row.runs++
 			dir := t.TempDir()
 			n := startCrashNet(t, dir)
@@ -326,15 +361,23 @@ func TestCrashParallel(t *testing.T) {
 				jobs[i] = k
 			}
 			watch := watchGPUs(t, ctd)
-			run := workerRun{net: n, data: filepath.Join(dir, "data"), ctd: ctd, archive: s.archive, failpoint: fp,
+			run := workerRun{net: n, data: filepath.Join(dir, "data"), ctd: ctd, archive: s.archive, failpoint: c.failpoint,
 				extra: []string{"--max-parallel-jobs", "4", "--gpu-inventory", inventory, "--gpu-device-root", devRoot}}
 			w1 := run.start(t)
 			var v []string
-			if err := waitFailpoint(context.Background(), w1, run.data, jobs, fp); err != nil {
-				v = append(v, err.Error())
-				if !w1.exited() {
-					_ = w1.interrupt(30 * time.Second)
+			if c.failpoint != "" {
+				if err := waitFailpoint(context.Background(), w1, run.data, jobs, c.failpoint); err != nil {
+					v = append(v, err.Error())
+					if !w1.exited() {
+						_ = w1.interrupt(30 * time.Second)
+					}
 				}
+			} else if err := w1.ready(30 * time.Second); err != nil {
+				v = append(v, err.Error())
+			} else if w1.waitExit(c.kill) {
+				v = append(v, fmt.Sprintf("worker exited by itself (%s) before its kill", w1.state))
+			} else {
+				w1.kill9()
 			}
 			before := journaledGPUs(t, run.data)
 			inFlight := 0
@@ -351,7 +394,7 @@ func TestCrashParallel(t *testing.T) {
 			after := journaledGPUs(t, run.data)
 			for job, byAttempt := range before {
 				for attempt, g := range byAttempt {
-					if a := after[job][attempt]; a != g {
+					if a := after[job][attempt]; a != g || strings.Contains(a, "≠") {
 						v = append(v, fmt.Sprintf("job %s attempt %d: GPUs %s before the crash, %s after", job[:8], attempt, g, a))
 					}
 				}
@@ -367,7 +410,7 @@ func TestCrashParallel(t *testing.T) {
 			rows = append(rows, row)
 		}
 	}
-	logMatrix(t, fmt.Sprintf("crash matrix, 4 jobs in flight: %d failpoints", len(points)), rows, time.Since(began))
+	logMatrix(t, fmt.Sprintf("crash matrix, 4 jobs in flight: %d failpoints, %d random kills", len(points), randomRuns), rows, time.Since(began))
 }
 
 // journaledGPUs reads, from the journal's container intents, each job's
