@@ -62,6 +62,14 @@ func TestMakeRowGoals(t *testing.T) {
 	if got := format(0.791, "recovery_s"); got != "0.791 s" {
 		t.Errorf("format _s: %q", got)
 	}
+	for _, c := range []struct {
+		v          float64
+		unit, want string
+	}{{312.4, "ours-ms/op", "312 ms"}, {35.25, "rss-max-MiB", "35.25 MiB"}, {0.0412, "cpu-%-of-core", "0.0412 %"}, {812, "hash_MBps", "812 MB/s"}} {
+		if got := format(c.v, c.unit); got != c.want {
+			t.Errorf("format(%g, %s) = %q, want %q", c.v, c.unit, got, c.want)
+		}
+	}
 }
 
 // FuzzParseBench: any go test output parses without panicking, and every
