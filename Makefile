@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/hypernode-worker
 
-.PHONY: build demo test test-short fuzz vet clean
+.PHONY: build demo test test-short fuzz vet clean bench
 
 build:
 	$(GO) build -o $(BIN) ./cmd/hypernode-worker
@@ -19,6 +19,11 @@ test:
 # Unit tests only (no containerd).
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The product's benchmarks in one table, each figure next to its baseline
+# measured in the same run; also written to bench/results.json.
+bench:
+	bash scripts/bench.sh
 
 # Each fuzz target for FUZZTIME (default 20s).
 fuzz:

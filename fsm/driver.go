@@ -14,6 +14,7 @@ import (
 
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/failpoint"
+	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -66,10 +67,10 @@ type ContainerSpec struct {
 	ModelDir      string
 	ModelReadOnly bool
 	ShmBytes      int64 // size of /dev/shm (resources.shm_mb); 0 = the runtime's default
-	// GPUVendor and GPUs are the GPUs given to the container (runtime.ContainerSpec):
-	// "nvidia" or "amd", and device IDs of that vendor (indices). Empty: none.
-	GPUVendor string
-	GPUs      []string
+	// GPUs are the GPUs this container alone may use (GPUPool; all of one
+	// vendor); CPUs its CFS quota in logical CPUs (0: none).
+	GPUs []hardware.GPU
+	CPUs float64
 }
 
 // Op is one operation: argv and working directory inside the container.
@@ -187,7 +188,12 @@ type Driver struct {
 	// DataDir holds jobs/<job>/{workspace,logs}; named from the journal.
 	DataDir string
 	Limits  Limits
-	Log     zerolog.Logger
+	// GPUs decides which of the machine's GPUs each job gets (resources.gpus,
+	// min_vram, the on-chain gpu_type; disjoint while jobs run) and its share
+	// of the host; nil: no GPU is given to any container and no CPU share is
+	// imposed.
+	GPUs *GPUPool
+	Log  zerolog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	// RetryMin and RetryMax bound the backoff between attempts of a step
@@ -203,11 +209,6 @@ type Driver struct {
 	// Models, when set, is the shared model cache mounted into jobs whose
 	// definition names a model.
 	Models ModelCache
-	// GPUs are the machine's GPUs a job may be given, in the vendor tools' order
-	// (MIG-enabled ones left out). A job's resources.gpus picks from them
-	// (SelectGPUs).
-	GPUs []GPU
-
 	// WatchInterval is how often the job account is checked while an
 	// operation runs, so that a job timed out, stopped or taken away on
 	// chain is abandoned and its container stopped (default 10s).
@@ -339,6 +340,9 @@ func (d *Driver) Run(ctx context.Context, job solana.PublicKey) error {
 			return err
 		}
 		state := State(snap.State)
+		if state.Terminal() || state == Uploaded {
+			d.GPUs.Release(key) // the container has ended
+		}
 		if state.Terminal() {
 			d.cleanup(ctx, snap)
 			return nil

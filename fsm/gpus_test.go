@@ -3,6 +3,8 @@ package fsm
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,74 +15,106 @@ import (
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/jobdef"
+	"github.com/hypernode-sol/worker/journal"
 )
+
+func gpu(v hardware.Vendor, index int, gib uint64) hardware.GPU {
+	return hardware.GPU{Vendor: v, Index: index, VRAMBytes: gib << 30}
+}
 
 var (
-	twoNvidia = []GPU{{"nvidia", "0", 24}, {"nvidia", "1", 24}}
-	mixed     = []GPU{{"nvidia", "0", 16}, {"amd", "0", 32}, {"amd", "1", 32}}
+	twoNvidia = []hardware.GPU{gpu(hardware.VendorNVIDIA, 0, 24), gpu(hardware.VendorNVIDIA, 1, 24)}
+	mixed     = []hardware.GPU{gpu(hardware.VendorNVIDIA, 0, 16), gpu(hardware.VendorAMD, 0, 32), gpu(hardware.VendorAMD, 1, 32)}
 )
 
-func TestSelectGPUs(t *testing.T) {
+func gpuIDs(gpus []hardware.GPU) []string {
+	var out []string
+	for _, g := range gpus {
+		out = append(out, GPUID(g))
+	}
+	return out
+}
+
+// TestGPUPoolSelection: what an idle pool gives one job: resources.gpus as a
+// count or "all", only GPUs of at least min_vram_gb, of the on-chain vendor,
+// never GPUs of two vendors; what it can never give is ErrGPUsNeverFit
+// saying what the machine has, from Check as from Acquire.
+func TestGPUPoolSelection(t *testing.T) {
+	minVRAM := []hardware.GPU{gpu(hardware.VendorNVIDIA, 0, 8), gpu(hardware.VendorNVIDIA, 1, 24), gpu(hardware.VendorNVIDIA, 2, 24)}
 	tests := []struct {
 		name    string
-		have    []GPU
-		want    int
-		vendor  string
+		have    []hardware.GPU
+		need    GPUNeed
 		ids     []string
 		errText string
 	}{
-		{"none wanted", twoNvidia, 0, "", nil, ""},
-		{"all of two", twoNvidia, jobdef.GPUsAll, "nvidia", []string{"0", "1"}, ""},
-		{"all on a machine without GPUs", nil, jobdef.GPUsAll, "", nil, ""},
-		{"one of two", twoNvidia, 1, "nvidia", []string{"0"}, ""},
-		{"two of two", twoNvidia, 2, "nvidia", []string{"0", "1"}, ""},
-		{"three of two", twoNvidia, 3, "", nil, "asks for 3 GPUs; this machine has 2 nvidia"},
-		{"one on none", nil, 1, "", nil, "asks for 1 GPUs; this machine has none"},
-		{"all of mixed: the first vendor's", mixed, jobdef.GPUsAll, "nvidia", []string{"0"}, ""},
-		{"two of mixed: never across vendors", mixed, 2, "amd", []string{"0", "1"}, ""},
-		{"three of mixed", mixed, 3, "", nil, "this machine has 1 nvidia and 2 amd"},
+		{"none wanted", twoNvidia, GPUNeed{Count: 0}, nil, ""},
+		{"all of two", twoNvidia, GPUNeed{Count: jobdef.GPUsAll}, []string{"nvidia:0", "nvidia:1"}, ""},
+		{"all on a machine without GPUs", nil, GPUNeed{Count: jobdef.GPUsAll}, nil, ""},
+		{"one of two", twoNvidia, GPUNeed{Count: 1}, []string{"nvidia:0"}, ""},
+		{"two of two", twoNvidia, GPUNeed{Count: 2}, []string{"nvidia:0", "nvidia:1"}, ""},
+		{"three of two", twoNvidia, GPUNeed{Count: 3}, nil, "3 GPUs asked (vendor any, ≥ 0 GiB each), this machine has 2 nvidia that fit"},
+		{"one on none", nil, GPUNeed{Count: 1}, nil, "this machine has none that fit"},
+		{"all of mixed: the first vendor's", mixed, GPUNeed{Count: jobdef.GPUsAll}, []string{"nvidia:0"}, ""},
+		{"two of mixed: never across vendors", mixed, GPUNeed{Count: 2}, []string{"amd:0", "amd:1"}, ""},
+		{"three of mixed", mixed, GPUNeed{Count: 3}, nil, "this machine has 1 nvidia and 2 amd that fit"},
+		{"all of the on-chain vendor", mixed, GPUNeed{Count: jobdef.GPUsAll, Vendor: hardware.VendorAMD}, []string{"amd:0", "amd:1"}, ""},
+		{"one of the on-chain vendor", mixed, GPUNeed{Count: 1, Vendor: hardware.VendorAMD}, []string{"amd:0"}, ""},
+		{"all of an absent vendor", twoNvidia, GPUNeed{Count: jobdef.GPUsAll, Vendor: hardware.VendorAMD}, nil, "all GPUs asked (vendor amd"},
+		{"all of min 16 GiB", minVRAM, GPUNeed{Count: jobdef.GPUsAll, MinVRAMGiB: 16}, []string{"nvidia:1", "nvidia:2"}, ""},
+		{"one of min 24 GiB", minVRAM, GPUNeed{Count: 1, MinVRAMGiB: 24}, []string{"nvidia:1"}, ""},
+		{"two of min 16 GiB", minVRAM, GPUNeed{Count: 2, MinVRAMGiB: 16}, []string{"nvidia:1", "nvidia:2"}, ""},
+		{"three of min 16 GiB", minVRAM, GPUNeed{Count: 3, MinVRAMGiB: 16}, nil, "3 GPUs asked (vendor any, ≥ 16 GiB each), this machine has 2 nvidia"},
+		{"one of min 25 GiB", minVRAM, GPUNeed{Count: 1, MinVRAMGiB: 25}, nil, "≥ 25 GiB each), this machine has none that fit"},
+		{"none of min 80 GiB", minVRAM, GPUNeed{Count: 0, MinVRAMGiB: 80}, nil, ""},
+		{"the smallest that fits first", mixed, GPUNeed{Count: 1}, []string{"nvidia:0"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			vendor, ids, err := SelectGPUs(tt.have, tt.want, 0)
+			p := NewGPUPool(tt.have, 1, 0, 0)
+			got, err := p.Acquire(context.Background(), "job", tt.need)
+			checkErr := p.Check(tt.need)
 			if tt.errText != "" {
-				if !errors.Is(err, ErrNotEnoughGPUs) || !strings.Contains(err.Error(), tt.errText) {
-					t.Fatalf("err = %v; want ErrNotEnoughGPUs saying %q", err, tt.errText)
+				if !errors.Is(err, ErrGPUsNeverFit) || !strings.Contains(err.Error(), tt.errText) {
+					t.Fatalf("err = %v; want ErrGPUsNeverFit saying %q", err, tt.errText)
+				}
+				if checkErr == nil || checkErr.Error() != err.Error() {
+					t.Errorf("Check = %v; want Acquire's error", checkErr)
 				}
 				return
 			}
-			if err != nil || vendor != tt.vendor || !slices.Equal(ids, tt.ids) {
-				t.Errorf("= %q %v %v; want %q %v", vendor, ids, err, tt.vendor, tt.ids)
+			if err != nil || checkErr != nil || !slices.Equal(gpuIDs(got), tt.ids) {
+				t.Errorf("= %v, %v (Check %v); want %v", gpuIDs(got), err, checkErr, tt.ids)
 			}
 		})
 	}
+	// Without a pool only a job asking for no GPU runs.
+	var none *GPUPool
+	if err := none.Check(GPUNeed{Count: 1}); !errors.Is(err, ErrGPUsNeverFit) {
+		t.Errorf("nil pool, 1 GPU: %v", err)
+	}
+	if g, err := none.Acquire(context.Background(), "job", GPUNeed{Count: 0}); err != nil || g != nil {
+		t.Errorf("nil pool, no GPU: %v %v", g, err)
+	}
 }
 
-func TestSelectGPUsMinVRAM(t *testing.T) {
-	have := []GPU{{"nvidia", "0", 8}, {"nvidia", "1", 24}, {"nvidia", "2", 24}}
-	for _, tt := range []struct {
-		want    int
-		min     uint8
-		ids     []string
-		errText string
-	}{
-		{jobdef.GPUsAll, 16, []string{"1", "2"}, ""},
-		{1, 24, []string{"1"}, ""},
-		{2, 16, []string{"1", "2"}, ""},
-		{3, 16, nil, "asks for 3 GPUs"},
-		{1, 25, nil, "asks for GPUs of 25 GiB; this machine has 3 nvidia"},
-		{0, 80, nil, ""},
-	} {
-		_, ids, err := SelectGPUs(have, tt.want, tt.min)
-		if tt.errText != "" {
-			if !errors.Is(err, ErrNotEnoughGPUs) || !strings.Contains(err.Error(), tt.errText) {
-				t.Errorf("(%d, %d GiB): err = %v; want %q", tt.want, tt.min, err, tt.errText)
-			}
-			continue
-		}
-		if err != nil || !slices.Equal(ids, tt.ids) {
-			t.Errorf("(%d, %d GiB) = %v, %v; want %v", tt.want, tt.min, ids, err, tt.ids)
-		}
+// TestGPUPoolWaitsForOneVendor: a two-GPU job on a machine of one NVIDIA and
+// two AMD GPUs waits for the AMD pair while another job holds one of them,
+// rather than taking the free NVIDIA and AMD GPUs together.
+func TestGPUPoolWaitsForOneVendor(t *testing.T) {
+	p := NewGPUPool(mixed, 2, 0, 0)
+	ctx := context.Background()
+	if g, err := p.Acquire(ctx, "A", GPUNeed{Count: 1, Vendor: hardware.VendorAMD}); err != nil || GPUID(g[0]) != "amd:0" {
+		t.Fatal(g, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if g, err := p.Acquire(short, "B", GPUNeed{Count: 2}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("B got %v, %v across vendors; want it to wait", gpuIDs(g), err)
+	}
+	p.Release("A")
+	if g, err := p.Acquire(ctx, "B", GPUNeed{Count: 2}); err != nil || !slices.Equal(gpuIDs(g), []string{"amd:0", "amd:1"}) {
+		t.Fatalf("B got %v, %v", gpuIDs(g), err)
 	}
 }
 
@@ -89,17 +123,17 @@ func TestDriverGivesTheJobItsGPUs(t *testing.T) {
 		name    string
 		gpus    string // resources.gpus in the definition, "" for none given
 		gpuType chain.GPUType
-		vendor  string
 		ids     []string
 	}{
-		{"default is all", "", chain.GPUAny, "nvidia", []string{"0"}},
-		{"count of the on-chain vendor", "2", chain.GPUAMD, "amd", []string{"0", "1"}},
-		{"none", "0", chain.GPUAny, "", nil},
+		{"default is all", "", chain.GPUAny, []string{"nvidia:0"}},
+		{"count of the on-chain vendor", "2", chain.GPUAMD, []string{"amd:0", "amd:1"}},
+		{"all of the on-chain vendor", "", chain.GPUAMD, []string{"amd:0", "amd:1"}},
+		{"none", "0", chain.GPUAny, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t)
-			r.driver.GPUs = mixed
+			r.driver.GPUs = NewGPUPool(mixed, 1, 0, 0)
 			res := ""
 			if tt.gpus != "" {
 				res = `,"resources":{"gpus":` + tt.gpus + `}`
@@ -114,8 +148,8 @@ func TestDriverGivesTheJobItsGPUs(t *testing.T) {
 			for _, s := range r.rt.created {
 				spec = s
 			}
-			if spec.GPUVendor != tt.vendor || !slices.Equal(spec.GPUs, tt.ids) {
-				t.Errorf("container GPUs %q %v; want %q %v", spec.GPUVendor, spec.GPUs, tt.vendor, tt.ids)
+			if !slices.Equal(gpuIDs(spec.GPUs), tt.ids) {
+				t.Errorf("container GPUs %v; want %v", gpuIDs(spec.GPUs), tt.ids)
 			}
 		})
 	}
@@ -123,14 +157,14 @@ func TestDriverGivesTheJobItsGPUs(t *testing.T) {
 
 func TestDriverFailsJobAskingForMoreGPUs(t *testing.T) {
 	r := newRig(t)
-	r.driver.GPUs = twoNvidia
+	r.driver.GPUs = NewGPUPool(twoNvidia, 1, 0, 0)
 	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hi"}],"resources":{"gpus":4}}`)
 	r.run(job)
 	if got := strings.Join(r.path(job), ","); got != "polled,claimed,fetched,uploaded,failed" {
 		t.Fatalf("path %s", got)
 	}
 	res := r.result(job)
-	if res.Status != jobdef.StatusFailed || res.Error != "resources.gpus: the job asks for 4 GPUs; this machine has 2 nvidia: not enough GPUs" {
+	if res.Status != jobdef.StatusFailed || res.Error != "resources.gpus: "+ErrGPUsNeverFit.Error()+": 4 GPUs asked (vendor any, ≥ 0 GiB each), this machine has 2 nvidia that fit" {
 		t.Errorf("result %s %q", res.Status, res.Error)
 	}
 	if len(r.rt.created) != 0 {
@@ -212,4 +246,167 @@ func TestLoopNeverClaimsJobsThatDoNotFit(t *testing.T) {
 	if n := r.chain.count("work_job"); n != 1 {
 		t.Errorf("%d work_job sent; want 1", n)
 	}
+}
+
+func capture(t *testing.T, name string) []hardware.GPU {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "gpu", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpus, _, err := hardware.ParseInventory(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gpus
+}
+
+const mi100x4 = "rocm-smi-json_4x-mi100_rocm6.0.2.json"
+
+func ids(gpus []hardware.GPU) map[string]bool {
+	m := map[string]bool{}
+	for _, g := range gpus {
+		m[GPUID(g)] = true
+	}
+	return m
+}
+
+func TestGPUPoolDisjointAndNeverFit(t *testing.T) {
+	gpus := capture(t, mi100x4)
+	p := NewGPUPool(gpus, 4, 32, 128<<30)
+	ctx := context.Background()
+	a, err := p.Acquire(ctx, "A", GPUNeed{Count: 1})
+	if err != nil || len(a) != 1 {
+		t.Fatal(a, err)
+	}
+	b, err := p.Acquire(ctx, "B", GPUNeed{Count: 2, Vendor: hardware.VendorAMD, MinVRAMGiB: 32})
+	if err != nil || len(b) != 2 {
+		t.Fatal(b, err)
+	}
+	for id := range ids(b) {
+		if ids(a)[id] {
+			t.Fatalf("GPU %s given to A and B", id)
+		}
+	}
+	if again, _ := p.Acquire(ctx, "A", GPUNeed{Count: 1}); GPUID(again[0]) != GPUID(a[0]) {
+		t.Error("a job asking again does not get its own GPUs back")
+	}
+	for _, need := range []GPUNeed{{Count: 5}, {Count: 1, MinVRAMGiB: 33}, {Count: 1, Vendor: hardware.VendorNVIDIA}, {Count: jobdef.GPUsAll, Vendor: hardware.VendorNVIDIA}} {
+		if _, err := p.Acquire(ctx, "C", need); !errors.Is(err, ErrGPUsNeverFit) {
+			t.Errorf("%+v: %v, want ErrGPUsNeverFit", need, err)
+		}
+	}
+	if g, err := p.Acquire(ctx, "D", GPUNeed{Count: 0}); err != nil || len(g) != 0 {
+		t.Errorf("no GPU asked: %v %v", g, err)
+	}
+	if !p.Admits(32, chain.GPUType(hardware.GPUTypeAMD)) || p.Admits(1, chain.GPUType(hardware.GPUTypeNVIDIA)) || !p.Admits(0, 0) {
+		t.Error("Admits with one free MI100")
+	}
+	if c, m := p.Share(); c != 8 || m != 32<<30 {
+		t.Errorf("share %g CPUs %d bytes, want 8 and 32 GiB", c, m)
+	}
+	p.Acquire(ctx, "E", GPUNeed{Count: 1})
+	if p.Admits(1, chain.GPUType(hardware.GPUTypeAMD)) {
+		t.Error("admits a GPU job with every GPU held")
+	}
+}
+
+// TestGPUPoolWaitsFirstComeFirstServed: a job asking for all GPUs waits
+// until every holder releases; a later one-GPU job does not overtake it.
+func TestGPUPoolWaitsFirstComeFirstServed(t *testing.T) {
+	p := NewGPUPool(capture(t, mi100x4), 4, 4, 4<<30)
+	ctx := context.Background()
+	if _, err := p.Acquire(ctx, "A", GPUNeed{Count: 3}); err != nil {
+		t.Fatal(err)
+	}
+	all := make(chan []hardware.GPU)
+	go func() {
+		g, err := p.Acquire(ctx, "ALL", GPUNeed{Count: jobdef.GPUsAll})
+		if err != nil {
+			t.Error(err)
+		}
+		all <- g
+	}()
+	// Wait until ALL is queued.
+	for {
+		p.mu.Lock()
+		n := len(p.queue)
+		p.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if g, err := p.Acquire(short, "LATE", GPUNeed{Count: 1}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a later job overtook the waiting one: %v %v", g, err)
+	}
+	p.Release("A")
+	if g := <-all; len(g) != 4 {
+		t.Fatalf("ALL got %d GPUs", len(g))
+	}
+	p.Release("ALL")
+	if g, err := p.Acquire(ctx, "LATE", GPUNeed{Count: 1}); err != nil || len(g) != 1 {
+		t.Fatal(g, err)
+	}
+}
+
+func TestGPUPoolMIGAndRestore(t *testing.T) {
+	if p := NewGPUPool(capture(t, "nvidia-smi-q-x_a100-sxm4-80gb_mig-enabled_535.54.03_v12.xml"), 1, 1, 1); len(p.GPUs()) != 0 {
+		t.Errorf("a MIG-enabled GPU is handed out: %+v", p.GPUs())
+	}
+	gpus := capture(t, "nvidia-smi-q-x_2x-rtx-a5000_590.44.01_v13.xml")
+	p := NewGPUPool(gpus, 2, 2, 2<<30)
+	d := &Driver{GPUs: p}
+	deadline := time.Now()
+	d.RestoreGPUs([]journal.Snapshot{
+		{Job: "A", State: string(Running), Container: &journal.ContainerIntent{GPUs: []string{GPUID(gpus[1])}, Deadline: deadline}},
+		{Job: "B", State: string(Finished), Container: &journal.ContainerIntent{GPUs: []string{GPUID(gpus[0])}}},
+	})
+	if h := p.Held("A"); len(h) != 1 || GPUID(h[0]) != gpus[1].UUID {
+		t.Fatalf("A holds %v after restore", h)
+	}
+	g, err := p.Acquire(context.Background(), "C", GPUNeed{Count: 1})
+	if err != nil || GPUID(g[0]) != gpus[0].UUID {
+		t.Fatalf("C got %v, %v; want the GPU A does not hold", g, err)
+	}
+	if err := p.Hold("D", []string{gpus[1].UUID, "GPU-gone"}); err == nil {
+		t.Error("holding another job's GPU and an unknown one is not an error")
+	}
+	if _, err := p.Lookup([]string{"GPU-gone"}); err == nil {
+		t.Error("Lookup of an unknown GPU")
+	}
+}
+
+// TestDriverAssignsGPUs: the driver gives a job the GPUs its definition asks
+// for and its share of the host, journals them in the container intent,
+// hands them back once the result is uploaded, and fails a job asking for
+// more GPUs than the machine has.
+func TestDriverAssignsGPUs(t *testing.T) {
+	r := newRig(t)
+	gpus := capture(t, mi100x4)
+	r.driver.GPUs = NewGPUPool(gpus, 2, 8, 8<<30)
+	job := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hi"}],"resources":{"gpus":2,"memory_mb":8192}}`)
+	r.run(job)
+	spec := r.rt.created[ContainerID(job.String(), 1)]
+	if len(spec.GPUs) != 2 || spec.CPUs != 4 || spec.MemoryBytes != 2<<30 {
+		t.Fatalf("container spec GPUs %v, CPUs %g, memory %d; want 2 GPUs, 4 CPUs, the 2 GiB worker limit", spec.GPUs, spec.CPUs, spec.MemoryBytes)
+	}
+	snap, _ := r.j.Snapshot(job.String())
+	if c := snap.Container; c == nil || len(c.GPUs) != 2 || c.GPUs[0] != GPUID(spec.GPUs[0]) || c.CPUs != 4 || c.MemoryBytes != 4<<30 {
+		t.Fatalf("container intent %+v", snap.Container)
+	}
+	if held := r.driver.GPUs.Held(job.String()); len(held) != 0 {
+		t.Fatalf("GPUs still held after the job ended: %v", held)
+	}
+	big := r.post(`{` + imageField + `,"operations":[{"type":"run","command":"echo hi"}],"resources":{"gpus":8}}`)
+	r.run(big)
+	if res := r.result(big); res.Status != jobdef.StatusFailed || !strings.Contains(res.Error, "resources.gpus: "+ErrGPUsNeverFit.Error()+": 8 GPUs asked (vendor any, ≥ 0 GiB each), this machine has 4 amd that fit") {
+		t.Fatalf("8 GPUs on a 4-GPU machine: %+v", res)
+	}
+	if _, ok := r.rt.created[ContainerID(big.String(), 1)]; ok {
+		t.Fatal("a container was created for a job that cannot get its GPUs")
+	}
+	r.verify()
 }

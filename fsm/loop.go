@@ -98,6 +98,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.Driver.RestoreGPUs(snaps)
 	for _, s := range snaps {
 		if State(s.State).Terminal() {
 			continue
@@ -233,6 +234,10 @@ func (l *Loop) poll(ctx context.Context) bool {
 				log.Debug().Str("job", key.String()).Uint8("min_vram", j.MinVRAM).Stringer("gpu_type", j.GPUType).Msg("job needs hardware this machine lacks; skipped")
 				continue
 			}
+			if !l.Driver.GPUs.Admits(j.MinVRAM, j.GPUType) {
+				log.Debug().Str("job", key.String()).Msg("no free GPU fits the job now; not claiming")
+				continue
+			}
 			if _, err := l.Driver.Poll(key); err != nil {
 				log.Error().Err(err).Str("job", key.String()).Msg("journal poll")
 				continue
@@ -244,11 +249,11 @@ func (l *Loop) poll(ctx context.Context) bool {
 		}
 		return l.Active() > 0
 	}
-	if l.Active() > 0 {
+	if l.Active() >= l.Slots {
 		return true
 	}
-	// Idle with no job waiting: be in the node queue so create_job assigns
-	// the next job to us directly.
+	// A free slot and no job waiting: be in the node queue so create_job
+	// assigns the next job to us directly.
 	inQueue := false
 	if m.QueueType == chain.QueueNodes {
 		node := l.Driver.Chain.Node()
@@ -270,7 +275,7 @@ func (l *Loop) poll(ctx context.Context) bool {
 			log.Warn().Err(err).Msg("register node (list_node)")
 		}
 	}
-	return false
+	return l.Active() > 0
 }
 
 func sortedKeys(m map[solana.PublicKey]*chain.Job) []solana.PublicKey {

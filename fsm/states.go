@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	lfsm "github.com/looplab/fsm"
 
@@ -111,9 +112,30 @@ func (m *Machine) Fire(event string) (State, error) {
 
 // Next returns the state event leads to from s, or an error wrapping
 // ErrIllegal.
+// It reads a table built once from Table (the same transitions a Machine
+// fires), so that verifying a long journal does not build a machine per
+// record.
 func Next(s State, event string) (State, error) {
-	return NewMachine(s).Fire(event)
+	if to, ok := nextTable()[transitionKey{s, event}]; ok {
+		return to, nil
+	}
+	return s, fmt.Errorf("%w: %s from %q", ErrIllegal, event, s)
 }
+
+type transitionKey struct {
+	from  State
+	event string
+}
+
+var nextTable = sync.OnceValue(func() map[transitionKey]State {
+	m := map[transitionKey]State{}
+	for _, e := range Table {
+		for _, src := range e.Src {
+			m[transitionKey{State(src), e.Name}] = State(e.Dst)
+		}
+	}
+	return m
+})
 
 // Problem is one inconsistency found by Verify.
 type Problem struct {

@@ -180,7 +180,12 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 	if snap.Upload != nil {
 		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
 	}
-	gpuVendor, gpus, err := SelectGPUs(gpusOfType(d.GPUs, acc.GPUType), def.Resources.GPUs, def.Resources.MinVRAMGB)
+	// A job asking for GPUs this machine can never give fails before its
+	// image is pulled; one that must wait for GPUs waits below.
+	need, err := d.gpuNeed(acc, def)
+	if err == nil && snap.Container == nil {
+		err = d.GPUs.Check(need)
+	}
 	if err != nil {
 		d.Log.Warn().Err(err).Str("job", key).Msg("job cannot run here; failing it")
 		now := d.now().UTC()
@@ -199,21 +204,44 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		return fmt.Errorf("image %s: %w", ci.Image, err)
 	}
 	if snap.Container == nil {
+		// The job's GPUs and share of the host, waited for until its
+		// deadline, then journaled with the container.
+		actx, cancel := context.WithDeadline(ctx, ci.Deadline)
+		err := d.assignHost(actx, key, acc, def, ci)
+		cancel()
+		if errors.Is(err, ErrGPUsNeverFit) {
+			d.Log.Warn().Err(err).Str("job", key).Msg("job asks for GPUs this machine lacks; failing it")
+			now := d.now().UTC()
+			res := &jobdef.Result{Version: jobdef.ResultVersion, Job: key, Node: d.Chain.Node().String(), Status: jobdef.StatusFailed,
+				StartedAt: now, FinishedAt: now, Error: "resources.gpus: " + err.Error()}
+			return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
+		}
+		if err != nil {
+			return fmt.Errorf("GPUs for %s: %w", key, err)
+		}
 		failpoint.Hit(failpoint.StartBeforeIntent)
 		if err := d.intent(key, journal.Record{Intent: journal.IntentContainer, Container: ci,
 			Fields: map[string]string{FieldAttempts: strconv.Itoa(ci.Attempt)}}); err != nil {
+			d.GPUs.Release(key)
 			return err
 		}
 		failpoint.Hit(failpoint.StartAfterIntent)
+	}
+	gpus, err := d.GPUs.Lookup(ci.GPUs)
+	if err != nil {
+		return fmt.Errorf("job %s: %w", key, err)
 	}
 	lim := d.limits()
 	mem := lim.MemoryBytes
 	if def.Resources.MemoryMB > 0 && int64(def.Resources.MemoryMB)<<20 < mem {
 		mem = int64(def.Resources.MemoryMB) << 20
 	}
+	if ci.MemoryBytes > 0 && ci.MemoryBytes < mem {
+		mem = ci.MemoryBytes // this slot's share of the host
+	}
 	spec := ContainerSpec{ID: ci.ID, Image: ci.Image, Workspace: d.workspace(key), Env: def.EnvList(),
-		MemoryBytes: mem, PidsLimit: lim.PidsLimit, ShmBytes: int64(def.Resources.ShmMB) << 20,
-		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String(), GPUVendor: gpuVendor, GPUs: gpus}
+		MemoryBytes: mem, PidsLimit: lim.PidsLimit, ShmBytes: int64(def.Resources.ShmMB) << 20, GPUs: gpus, CPUs: ci.CPUs,
+		Job: key, Attempt: ci.Attempt, Node: d.Chain.Node().String()}
 	if d.Models != nil && def.Model != "" {
 		dir, ro, err := d.Models.Acquire(def.Model, key)
 		if err != nil {

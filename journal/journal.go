@@ -94,6 +94,14 @@ type ContainerIntent struct {
 	Attempt  int       `json:"attempt"`
 	Deadline time.Time `json:"deadline"` // absolute; survives restarts
 	Image    string    `json:"image"`
+	// GPUs are the GPUs assigned to the container (hardware GPU IDs: UUID,
+	// else "<vendor>:<index>"); empty for none. Absent in journals written
+	// before parallel jobs.
+	GPUs []string `json:"gpus,omitempty"`
+	// CPUs and MemoryBytes are the share of the host given to the container
+	// (0: not recorded, the runtime defaults).
+	CPUs        float64 `json:"cpus,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 }
 
 // OpIntent announces that operation Index's task is about to start.
@@ -157,6 +165,7 @@ type Journal struct {
 	db     *bolt.DB
 	path   string
 	schema int // of the file as opened (after any upgrade); 0: empty read-only file
+	group  group
 }
 
 // Open opens or creates the journal at path. It returns an error wrapping
@@ -216,7 +225,12 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 		Timeout:  opts.LockTimeout,
 		ReadOnly: opts.ReadOnly,
 		NoSync:   opts.NoSync,
-		OpenFile: openFile(opts.ReadOnly, opts.LockTimeout),
+		// The freelist is rebuilt on open (from the page walk bbolt does
+		// anyway) instead of written by every commit: one page less per
+		// fsync.
+		NoFreelistSync: !opts.ReadOnly,
+		FreelistType:   bolt.FreelistMapType,
+		OpenFile:       openFile(opts.ReadOnly, opts.LockTimeout),
 	})
 	if err != nil {
 		if errors.Is(err, ErrLocked) || errors.Is(err, ErrCorrupt) {
@@ -377,32 +391,6 @@ func seqKey(seq uint64) []byte {
 	var k [8]byte
 	binary.BigEndian.PutUint64(k[:], seq)
 	return k[:]
-}
-
-// Append writes rec durably (fsync before returning) and updates the job's
-// snapshot in the same bbolt transaction. It assigns rec.Seq and, when zero,
-// rec.At. It returns the stored record.
-func (j *Journal) Append(rec Record) (Record, error) {
-	if rec.Job == "" {
-		return rec, errors.New("journal append: record without job")
-	}
-	if rec.Kind != KindTransition && rec.Kind != KindIntent && rec.Kind != KindProgress {
-		return rec, fmt.Errorf("journal append: unknown record kind %q", rec.Kind)
-	}
-	if rec.At.IsZero() {
-		rec.At = time.Now().UTC()
-	}
-	err := j.update(func(tx *bolt.Tx) (err error) {
-		rec, err = j.appendTx(tx, rec)
-		return err
-	})
-	if errors.Is(err, bolt.ErrIncompatibleValue) { // a bucket where a value belongs, or the reverse
-		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	if err != nil {
-		return rec, fmt.Errorf("journal append %s %s: %w", rec.Job, rec.Kind, err)
-	}
-	return rec, nil
 }
 
 // appendTx is Append's work inside tx: the log entry, the job's snapshot

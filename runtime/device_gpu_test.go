@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/runtime"
 	"github.com/hypernode-sol/worker/runtime/runtimetest"
 )
@@ -21,7 +22,7 @@ import (
 //	HN_CDI_DIRS     colon-separated CDI spec directories (default /etc/cdi:/var/run/cdi)
 //
 // It checks: nvidia-smi -L in the container lists exactly one GPU (GPU 0 of the host,
-// by UUID); a container given "all" lists them all; a container given none sees no
+// by UUID); a container given every GPU of the host's inventory lists them all; a container given none sees no
 // /dev/nvidia* device and cannot run nvidia-smi.
 func TestDeviceGPU(t *testing.T) {
 	if os.Getenv("HN_GPU_CHECK") != "1" {
@@ -33,6 +34,14 @@ func TestDeviceGPU(t *testing.T) {
 	}
 	hostGPUs := strings.Split(strings.TrimSpace(string(hostList)), "\n")
 	t.Logf("host GPUs:\n%s", hostList)
+	inventory, err := exec.Command("nvidia-smi", "-q", "-x").Output()
+	if err != nil {
+		t.Fatalf("nvidia-smi -q -x on the host: %v", err)
+	}
+	gpus, _, err := hardware.ParseInventory(inventory)
+	if err != nil || len(gpus) != len(hostGPUs) {
+		t.Fatalf("host inventory: %d GPUs, %v; nvidia-smi -L lists %d", len(gpus), err, len(hostGPUs))
+	}
 
 	addr := runtimetest.StartContainerd(t)
 	var h runtime.GPUHost
@@ -51,15 +60,13 @@ func TestDeviceGPU(t *testing.T) {
 		t.Fatalf("import %s: %v %v", os.Getenv("HN_GPU_IMAGE"), names, err)
 	}
 
-	run := func(t *testing.T, ids []string, op runtime.Op) (runtime.Exit, string) {
+	run := func(t *testing.T, ids []hardware.GPU, op runtime.Op) (runtime.Exit, string) {
 		t.Helper()
 		job := runtimetest.UniqueJob(t)
 		s := runtime.ContainerSpec{ID: runtime.ContainerID(job, 1), Job: job, Attempt: 1, Image: names[0],
 			Workspace: t.TempDir(), MemoryBytes: 1 << 30,
 			Env: []string{"LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:/usr/lib64:/usr/lib"}}
-		if len(ids) > 0 {
-			s.GPUVendor, s.GPUs = runtime.GPUNvidia, ids
-		}
+		s.GPUs = ids
 		if err := r.Create(ctx, s); err != nil {
 			t.Fatalf("Create with GPUs %v: %v", ids, err)
 		}
@@ -76,7 +83,7 @@ func TestDeviceGPU(t *testing.T) {
 	smi := runtime.Op{Argv: []string{"/usr/bin/nvidia-smi", "-L"}}
 
 	t.Run("GPU 0", func(t *testing.T) {
-		exit, out := run(t, []string{"0"}, smi)
+		exit, out := run(t, gpus[:1], smi)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		if exit.Code != 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "GPU 0:") {
 			t.Fatalf("exit %d, output %q; want one GPU listed", exit.Code, out)
@@ -86,7 +93,7 @@ func TestDeviceGPU(t *testing.T) {
 		}
 	})
 	t.Run("all", func(t *testing.T) {
-		exit, out := run(t, []string{runtime.GPUAll}, runtime.Op{Argv: []string{"/usr/bin/nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader"}})
+		exit, out := run(t, gpus, runtime.Op{Argv: []string{"/usr/bin/nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader"}})
 		if exit.Code != 0 || len(strings.Split(strings.TrimSpace(out), "\n")) != len(hostGPUs) {
 			t.Fatalf("exit %d, output %q; want %d GPUs", exit.Code, out, len(hostGPUs))
 		}

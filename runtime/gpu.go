@@ -18,22 +18,13 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
+
+	"github.com/hypernode-sol/worker/hardware"
 )
-
-// GPUVendor says whose GPUs a container is given.
-type GPUVendor string
-
-// GPU vendors.
-const (
-	GPUNvidia GPUVendor = "nvidia"
-	GPUAMD    GPUVendor = "amd"
-)
-
-// GPUAll in ContainerSpec.GPUs gives the container every GPU of its vendor.
-const GPUAll = "all"
 
 // NvidiaCDIKind is the CDI kind of NVIDIA GPUs as nvidia-ctk writes it: devices are
-// "nvidia.com/gpu=0", "nvidia.com/gpu=GPU-<uuid>", "nvidia.com/gpu=all".
+// "nvidia.com/gpu=0", "nvidia.com/gpu=GPU-<uuid>", "nvidia.com/gpu=all". A GPU is
+// named by its UUID when the spec has that name, else by its index.
 const NvidiaCDIKind = "nvidia.com/gpu"
 
 // NvidiaHookName is the NVIDIA Container Toolkit's OCI prestart hook, used when no CDI
@@ -51,7 +42,7 @@ const (
 )
 
 // ErrNoGPU: the container asks for GPUs this host cannot give it (no CDI spec and no
-// NVIDIA hook, a device ID the CDI spec does not know, no /dev/kfd or render node).
+// NVIDIA hook, a GPU the CDI spec does not know, no /dev/kfd or render node).
 var ErrNoGPU = errors.New("GPU unavailable")
 
 // GPUHost says where the host's GPU plumbing is. The zero value is the real host.
@@ -68,6 +59,13 @@ type GPUHost struct {
 	NvidiaHook string
 }
 
+// Host paths GPUSpecOpts reads under GPUHost.Root: sysfs directories listing a
+// PCI device's or a DRM card's DRM nodes (renderD<N>).
+const (
+	sysPCIDevices = "/sys/bus/pci/devices"
+	sysDRM        = "/sys/class/drm"
+)
+
 func (h GPUHost) path(p string) string {
 	if h.Root == "" || h.Root == "/" {
 		return p
@@ -82,77 +80,80 @@ func (h GPUHost) cdiDirs() []string {
 	return []string{h.path("/etc/cdi"), h.path("/var/run/cdi")}
 }
 
-// gpuIDRE is what a GPU device ID may look like: an index, a UUID ("GPU-…", "MIG-…")
-// or GPUAll.
-var gpuIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+// gpuUUIDRE is what a GPU UUID may look like ("GPU-…", "MIG-…" for NVIDIA).
+var gpuUUIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
-// validateGPUs checks the GPU fields of a ContainerSpec.
-func validateGPUs(vendor GPUVendor, ids []string) error {
-	if len(ids) == 0 {
-		if vendor != "" {
-			return fmt.Errorf("GPU vendor %q without GPUs", vendor)
+// validateGPUs checks the GPUs of a ContainerSpec: NVIDIA or AMD, all of one vendor,
+// a valid index and UUID, none twice.
+func validateGPUs(gpus []hardware.GPU) error {
+	for i, g := range gpus {
+		if g.Vendor != hardware.VendorNVIDIA && g.Vendor != hardware.VendorAMD {
+			return fmt.Errorf("GPUs[%d]: vendor %q is not %q or %q", i, g.Vendor, hardware.VendorNVIDIA, hardware.VendorAMD)
 		}
-		return nil
-	}
-	if vendor != GPUNvidia && vendor != GPUAMD {
-		return fmt.Errorf("GPU vendor %q is not %q or %q", vendor, GPUNvidia, GPUAMD)
-	}
-	for i, id := range ids {
-		if !gpuIDRE.MatchString(id) {
-			return fmt.Errorf("GPUs[%d] %q is not an index, a UUID or %q", i, id, GPUAll)
+		if g.Vendor != gpus[0].Vendor {
+			return fmt.Errorf("GPUs[%d]: vendor %s differs from GPUs[0]'s %s: a container's GPUs are of one vendor", i, g.Vendor, gpus[0].Vendor)
 		}
-		if id == GPUAll && len(ids) > 1 {
-			return fmt.Errorf("GPUs[%d]: %q must be the only entry", i, GPUAll)
+		if g.Index < 0 || g.Index > 1<<16 {
+			return fmt.Errorf("GPUs[%d]: index %d out of range", i, g.Index)
 		}
-		if slices.Contains(ids[:i], id) {
-			return fmt.Errorf("GPUs[%d] %q appears twice", i, id)
+		if g.UUID != "" && (!gpuUUIDRE.MatchString(g.UUID) || g.UUID == "all") {
+			return fmt.Errorf("GPUs[%d]: UUID %q is not a GPU UUID", i, g.UUID)
 		}
-		if vendor == GPUAMD && id != GPUAll {
-			if _, err := strconv.ParseUint(id, 10, 16); err != nil {
-				return fmt.Errorf("GPUs[%d] %q: AMD GPUs are named by their card index", i, id)
+		for j, o := range gpus[:i] {
+			if o.Index == g.Index || (g.UUID != "" && o.UUID == g.UUID) {
+				return fmt.Errorf("GPUs[%d] (%s %d) is GPUs[%d] again", i, g.Vendor, g.Index, j)
 			}
 		}
 	}
 	return nil
 }
 
-// GPUSpecOpts returns the spec options that give s's GPUs (s.GPUVendor, s.GPUs) to
-// the container, to be applied after SpecOpts(s):
+// GPUSpecOpts returns the spec options that give s.GPUs to the container, to be
+// applied after SpecOpts(s):
 //
 //   - NVIDIA with a CDI spec (CDISpecDirs) naming the devices: the CDI edits of
-//     "nvidia.com/gpu=<id>" for each ID (device nodes with their cgroup rules, the
-//     driver's library mounts, nvidia-cdi-hook hooks, env), applied with the CDI
-//     library;
+//     "nvidia.com/gpu=<UUID>" for each GPU, or "nvidia.com/gpu=<index>" when the spec
+//     has no device of that UUID (device nodes with their cgroup rules, the driver's
+//     library mounts, nvidia-cdi-hook hooks, env), applied with the CDI library;
 //   - NVIDIA without a CDI spec: the NVIDIA Container Toolkit's prestart hook
 //     (nvidia-container-runtime-hook prestart) with NVIDIA_VISIBLE_DEVICES set to the
-//     IDs and NVIDIA_DRIVER_CAPABILITIES to compute,utility;
-//   - AMD: /dev/kfd and each card's render node (/dev/dri/renderD*, found through
-//     /sys/class/drm/card<index>/device/drm), as devices with cgroup rules, and the
-//     host's video and render groups (GIDs from Root/etc/group) as supplementary
+//     GPUs' UUIDs (indices where unknown) and NVIDIA_DRIVER_CAPABILITIES to
+//     compute,utility;
+//   - AMD: /dev/kfd and each GPU's render node (/dev/dri/renderD*, found through
+//     /sys/bus/pci/devices/<PCI bus ID>/drm, else /sys/class/drm/card<index>/device/drm),
+//     as devices with the host's type, numbers, mode and owner and cgroup rules, and
+//     the host's video and render groups (GIDs from Root/etc/group) as supplementary
 //     groups of the process.
+//
+// Without CDI or the hook NVIDIA GPUs are refused rather than given as bare
+// /dev/nvidia* nodes: CUDA in the container needs the host driver's libraries, which
+// only those two mount.
 //
 // Every container, with GPUs or not, gets NVIDIA_VISIBLE_DEVICES=void unless the hook
 // is in use, so that no NVIDIA runtime configured on the host hands it GPUs the image
-// or the job asked for. The error wraps ErrNoGPU when the host cannot provide what s
-// asks for, naming what is missing.
+// or the job asked for. The error wraps ErrInvalid for GPUs that fail validateGPUs, and
+// ErrNoGPU when the host cannot provide what s asks for, naming what is missing.
 func GPUSpecOpts(s ContainerSpec, h GPUHost) ([]oci.SpecOpts, error) {
 	void := oci.WithEnv([]string{EnvNvidiaVisibleDevices + "=void"})
-	if err := validateGPUs(s.GPUVendor, s.GPUs); err != nil {
+	if err := validateGPUs(s.GPUs); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if len(s.GPUs) == 0 {
 		return []oci.SpecOpts{void}, nil
 	}
-	switch s.GPUVendor {
-	case GPUNvidia:
+	switch s.GPUs[0].Vendor {
+	case hardware.VendorNVIDIA:
 		cache, err := cdi.NewCache(cdi.WithSpecDirs(h.cdiDirs()...), cdi.WithAutoRefresh(false))
 		if err != nil && cache == nil {
 			return nil, fmt.Errorf("CDI specs in %s: %w: %w", strings.Join(h.cdiDirs(), ", "), ErrNoGPU, err)
 		}
 		if hasKind(cache, NvidiaCDIKind) {
 			names := make([]string, len(s.GPUs))
-			for i, id := range s.GPUs {
-				names[i] = NvidiaCDIKind + "=" + id
+			for i, g := range s.GPUs {
+				names[i] = NvidiaCDIKind + "=" + strconv.Itoa(g.Index)
+				if g.UUID != "" && cache.GetDevice(NvidiaCDIKind+"="+g.UUID) != nil {
+					names[i] = NvidiaCDIKind + "=" + g.UUID
+				}
 				if cache.GetDevice(names[i]) == nil {
 					return nil, fmt.Errorf("CDI device %s is not in the specs of %s (known: %s): %w",
 						names[i], strings.Join(h.cdiDirs(), ", "), strings.Join(cache.ListDevices(), " "), ErrNoGPU)
@@ -164,15 +165,21 @@ func GPUSpecOpts(s ContainerSpec, h GPUHost) ([]oci.SpecOpts, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []oci.SpecOpts{withNvidiaHook(hook, s.GPUs)}, nil
-	case GPUAMD:
+		ids := make([]string, len(s.GPUs))
+		for i, g := range s.GPUs {
+			ids[i] = g.UUID
+			if ids[i] == "" {
+				ids[i] = strconv.Itoa(g.Index)
+			}
+		}
+		return []oci.SpecOpts{withNvidiaHook(hook, ids)}, nil
+	default: // AMD (validateGPUs)
 		opts, err := h.amdOpts(s.GPUs)
 		if err != nil {
 			return nil, err
 		}
 		return append([]oci.SpecOpts{void}, opts...), nil
 	}
-	return nil, fmt.Errorf("GPU vendor %q: %w", s.GPUVendor, ErrInvalid)
 }
 
 func hasKind(c *cdi.Cache, kind string) bool {
@@ -248,26 +255,15 @@ func withNvidiaHook(hook string, ids []string) oci.SpecOpts {
 	}
 }
 
-// amdOpts gives the container /dev/kfd and the render nodes of the AMD cards ids.
-func (h GPUHost) amdOpts(ids []string) ([]oci.SpecOpts, error) {
+// amdOpts gives the container /dev/kfd and the render nodes of the AMD GPUs gpus.
+func (h GPUHost) amdOpts(gpus []hardware.GPU) ([]oci.SpecOpts, error) {
 	nodes := []string{"/dev/kfd"}
-	if len(ids) == 1 && ids[0] == GPUAll {
-		all, err := filepath.Glob(h.path("/dev/dri/renderD*"))
-		if err != nil || len(all) == 0 {
-			return nil, fmt.Errorf("no render node in %s: %w", h.path("/dev/dri"), ErrNoGPU)
+	for _, g := range gpus {
+		node, err := h.amdRenderNode(g)
+		if err != nil {
+			return nil, err
 		}
-		slices.Sort(all)
-		for _, p := range all {
-			nodes = append(nodes, "/dev/dri/"+filepath.Base(p))
-		}
-	} else {
-		for _, id := range ids {
-			node, err := h.amdRenderNode(id)
-			if err != nil {
-				return nil, err
-			}
-			nodes = append(nodes, node)
-		}
+		nodes = append(nodes, node)
 	}
 	devs := make([]specs.LinuxDevice, 0, len(nodes))
 	for _, n := range nodes {
@@ -284,20 +280,46 @@ func (h GPUHost) amdOpts(ids []string) ([]oci.SpecOpts, error) {
 	return []oci.SpecOpts{withDevices(devs), withAdditionalGIDs(gids)}, nil
 }
 
-// amdRenderNode returns the render node (/dev/dri/renderDN) of DRM card index id.
-func (h GPUHost) amdRenderNode(id string) (string, error) {
-	dir := h.path("/sys/class/drm/card" + id + "/device/drm")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", fmt.Errorf("AMD GPU %s: %w: %w", id, ErrNoGPU, err)
+// amdRenderNode returns the render node (/dev/dri/renderDN) of AMD GPU g: the one
+// sysfs lists for its PCI bus ID (rocm-smi's GPU index need not be the DRM card
+// index: a server's BMC display is often card0), else the one of DRM card g.Index.
+func (h GPUHost) amdRenderNode(g hardware.GPU) (string, error) {
+	var dirs []string
+	if bus := sysfsBusID(g.PCIBusID); bus != "" {
+		dirs = append(dirs, h.path(filepath.Join(sysPCIDevices, bus, "drm")))
 	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "renderD") {
-			return "/dev/dri/" + e.Name(), nil
+	dirs = append(dirs, h.path(filepath.Join(sysDRM, "card"+strconv.Itoa(g.Index), "device", "drm")))
+	var errs []error
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "renderD") {
+				return "/dev/dri/" + e.Name(), nil
+			}
+		}
+		errs = append(errs, fmt.Errorf("no render node in %s", dir))
 	}
-	return "", fmt.Errorf("AMD GPU %s: no render node in %s: %w", id, dir, ErrNoGPU)
+	return "", fmt.Errorf("AMD GPU %d (%s): %w: %w", g.Index, g.PCIBusID, ErrNoGPU, errors.Join(errs...))
 }
+
+// sysfsBusID turns a PCI bus ID as the vendor tools write it ("00000000:81:00.0",
+// "0000:83:00.0") into sysfs's form ("0000:81:00.0"); "" when it is not one.
+func sysfsBusID(id string) string {
+	id = strings.ToLower(strings.TrimSpace(id))
+	m := pciBusRE.FindStringSubmatch(id)
+	if m == nil {
+		return ""
+	}
+	return m[1] + ":" + m[2]
+}
+
+// pciBusRE: a PCI domain of 4 to 8 hex digits (sysfs keeps the last 4), then
+// bus:device.function.
+var pciBusRE = regexp.MustCompile(`^(?:[0-9a-f]{0,4})([0-9a-f]{4}):([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$`)
 
 // device describes the host's character device at container path p (read at
 // Root+p): type, major, minor, mode, owner.
@@ -390,9 +412,9 @@ func (h GPUHost) groupIDs(names ...string) ([]uint32, error) {
 // creating one: for NVIDIA "CDI: nvidia.com/gpu=0 nvidia.com/gpu=1 … (dirs)" or
 // "nvidia-container-runtime-hook at PATH"; for AMD "/dev/kfd and N render nodes,
 // groups video/render GIDs". The error wraps ErrNoGPU and says what to install.
-func (h GPUHost) Passthrough(vendor GPUVendor) (string, error) {
+func (h GPUHost) Passthrough(vendor hardware.Vendor) (string, error) {
 	switch vendor {
-	case GPUNvidia:
+	case hardware.VendorNVIDIA:
 		cache, _ := cdi.NewCache(cdi.WithSpecDirs(h.cdiDirs()...), cdi.WithAutoRefresh(false))
 		if cache != nil && hasKind(cache, NvidiaCDIKind) {
 			var devs []string
@@ -408,7 +430,7 @@ func (h GPUHost) Passthrough(vendor GPUVendor) (string, error) {
 			return "", err
 		}
 		return NvidiaHookName + " at " + hook + " (no CDI spec)", nil
-	case GPUAMD:
+	case hardware.VendorAMD:
 		if _, err := h.device("/dev/kfd"); err != nil {
 			return "", err
 		}

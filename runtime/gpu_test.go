@@ -19,6 +19,7 @@ import (
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	cdispecs "tags.cncf.io/container-device-interface/specs-go"
 
+	"github.com/hypernode-sol/worker/hardware"
 	"github.com/hypernode-sol/worker/runtime"
 )
 
@@ -35,11 +36,27 @@ func gpuSpec(t *testing.T, s runtime.ContainerSpec, h runtime.GPUHost, imageOpts
 	return oci.GenerateSpec(ctx, nil, &containers.Container{ID: s.ID}, opts...)
 }
 
-func gpuContainer(vendor runtime.GPUVendor, ids ...string) runtime.ContainerSpec {
+func gpuContainer(gpus ...hardware.GPU) runtime.ContainerSpec {
 	return runtime.ContainerSpec{ID: "hn-gpujob-1", Job: "gpujob", Attempt: 1, Image: "hypernode.local/test:latest",
 		Workspace: "/var/lib/hypernode/jobs/gpujob/workspace", Env: []string{"NVIDIA_VISIBLE_DEVICES=all", "HF_TOKEN=x"},
-		GPUVendor: vendor, GPUs: ids}
+		GPUs: gpus}
 }
+
+// nv and amd are GPUs as the hardware package reports them.
+func nv(index int, uuid string) hardware.GPU {
+	return hardware.GPU{Vendor: hardware.VendorNVIDIA, Index: index, UUID: uuid, Name: "NVIDIA RTX A5000"}
+}
+
+func amd(index int) hardware.GPU {
+	return hardware.GPU{Vendor: hardware.VendorAMD, Index: index, Name: "AMD Instinct MI100"}
+}
+
+// The UUIDs of testdata/gpu-passthrough/cdi/nvidia.yaml: nvidia-smi's GPU 0 is
+// /dev/nvidia1 on that host, GPU 1 /dev/nvidia0.
+const (
+	uuid0 = "GPU-00000000-0000-0000-0000-000000000001"
+	uuid1 = "GPU-00000000-0000-0000-0000-000000000002"
+)
 
 // nvidiaNodes are the device numbers of the nodes in testdata/gpu-passthrough/cdi/nvidia.yaml on
 // the host it describes (nvidia-uvm's major is dynamic; 508 is typical).
@@ -118,18 +135,22 @@ func TestGPUNvidiaCDI(t *testing.T) {
 	h := runtime.GPUHost{Root: t.TempDir(), CDISpecDirs: []string{nvidiaCDIDir(t)}}
 	imageEnv := oci.WithEnv([]string{"NVIDIA_VISIBLE_DEVICES=all", "PATH=/usr/bin"}) // as CUDA images set it
 	tests := []struct {
-		ids        []string
+		name       string
+		gpus       []hardware.GPU
 		want, deny []string // GPU device nodes given and withheld
 	}{
-		{[]string{"0"}, []string{"/dev/nvidia1", "/dev/dri/renderD129"}, []string{"/dev/nvidia0", "/dev/dri/renderD128"}},
-		{[]string{"1"}, []string{"/dev/nvidia0", "/dev/dri/renderD128"}, []string{"/dev/nvidia1", "/dev/dri/renderD129"}},
-		{[]string{"GPU-00000000-0000-0000-0000-000000000002"}, []string{"/dev/nvidia0"}, []string{"/dev/nvidia1"}},
-		{[]string{"0", "1"}, []string{"/dev/nvidia0", "/dev/nvidia1"}, nil},
-		{[]string{"all"}, []string{"/dev/nvidia0", "/dev/nvidia1", "/dev/dri/card0", "/dev/dri/card1"}, nil},
+		{"index 0", []hardware.GPU{nv(0, "")}, []string{"/dev/nvidia1", "/dev/dri/renderD129"}, []string{"/dev/nvidia0", "/dev/dri/renderD128"}},
+		{"index 1", []hardware.GPU{nv(1, "")}, []string{"/dev/nvidia0", "/dev/dri/renderD128"}, []string{"/dev/nvidia1", "/dev/dri/renderD129"}},
+		{"UUID", []hardware.GPU{nv(1, uuid1)}, []string{"/dev/nvidia0"}, []string{"/dev/nvidia1"}},
+		// The UUID names the GPU even where the index would name another (the
+		// index a stale inventory gave).
+		{"UUID over index", []hardware.GPU{nv(1, uuid0)}, []string{"/dev/nvidia1"}, []string{"/dev/nvidia0"}},
+		{"UUID unknown to the spec: index", []hardware.GPU{nv(0, "GPU-ffffffff-0000-0000-0000-000000000009")}, []string{"/dev/nvidia1"}, []string{"/dev/nvidia0"}},
+		{"both", []hardware.GPU{nv(0, uuid0), nv(1, uuid1)}, []string{"/dev/nvidia0", "/dev/nvidia1", "/dev/dri/card0", "/dev/dri/card1"}, nil},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.ids, ","), func(t *testing.T) {
-			s, err := gpuSpec(t, gpuContainer(runtime.GPUNvidia, tt.ids...), h, imageEnv)
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := gpuSpec(t, gpuContainer(tt.gpus...), h, imageEnv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +205,7 @@ func TestGPUNvidiaCDI(t *testing.T) {
 		})
 	}
 	t.Run("unknown device", func(t *testing.T) {
-		_, err := gpuSpec(t, gpuContainer(runtime.GPUNvidia, "7"), h)
+		_, err := gpuSpec(t, gpuContainer(nv(7, "GPU-ffffffff-0000-0000-0000-000000000007")), h)
 		if !errors.Is(err, runtime.ErrNoGPU) || !strings.Contains(err.Error(), "nvidia.com/gpu=7") || !strings.Contains(err.Error(), "nvidia.com/gpu=all") {
 			t.Errorf("err = %v; want ErrNoGPU naming the device and the known ones", err)
 		}
@@ -196,7 +217,7 @@ func TestGPUNvidiaHookFallback(t *testing.T) {
 	hook := filepath.Join(root, "usr/bin", runtime.NvidiaHookName)
 	h := runtime.GPUHost{Root: root} // no CDI spec under root
 	t.Run("no hook", func(t *testing.T) {
-		_, err := gpuSpec(t, gpuContainer(runtime.GPUNvidia, "0"), h)
+		_, err := gpuSpec(t, gpuContainer(nv(0, uuid0)), h)
 		if !errors.Is(err, runtime.ErrNoGPU) || !strings.Contains(err.Error(), "nvidia-ctk cdi generate") {
 			t.Errorf("err = %v; want ErrNoGPU with the fix", err)
 		}
@@ -215,7 +236,7 @@ func TestGPUNvidiaHookFallback(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(amdDir, "amd.json"), []byte(`{"cdiVersion":"0.5.0","kind":"amd.com/gpu","devices":[{"name":"0","containerEdits":{"deviceNodes":[{"path":"/dev/kfd","type":"c","major":235,"minor":0}]}}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := gpuSpec(t, gpuContainer(runtime.GPUNvidia, "1", "GPU-00000000-0000-0000-0000-000000000001"), h,
+	s, err := gpuSpec(t, gpuContainer(nv(1, ""), nv(0, uuid0)), h,
 		oci.WithEnv([]string{"NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"}))
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +245,7 @@ func TestGPUNvidiaHookFallback(t *testing.T) {
 	if len(pre) != 1 || pre[0].Path != hook || !slices.Equal(pre[0].Args, []string{runtime.NvidiaHookName, "prestart"}) {
 		t.Fatalf("prestart hooks %+v; want %s prestart", pre, hook)
 	}
-	if got := envValue(s, "NVIDIA_VISIBLE_DEVICES"); !slices.Equal(got, []string{"1,GPU-00000000-0000-0000-0000-000000000001"}) {
+	if got := envValue(s, "NVIDIA_VISIBLE_DEVICES"); !slices.Equal(got, []string{"1," + uuid0}) { // UUIDs, the index where unknown
 		t.Errorf("NVIDIA_VISIBLE_DEVICES = %v", got)
 	}
 	if got := envValue(s, "NVIDIA_DRIVER_CAPABILITIES"); !slices.Equal(got, []string{"compute,utility"}) {
@@ -301,18 +322,27 @@ func amdRoot(t *testing.T) string {
 
 func TestGPUAMD(t *testing.T) {
 	h := runtime.GPUHost{Root: amdRoot(t)}
+	// rocm-smi's GPU 1 at PCI 0000:83:00.0 is DRM card 0 on this host (sysfs says so
+	// by bus ID): the bus ID wins over the index.
+	if err := os.MkdirAll(filepath.Join(h.Root, "sys/bus/pci/devices/0000:83:00.0/drm/renderD128"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	byBus := amd(1)
+	byBus.PCIBusID = "0000:83:00.0"
 	tests := []struct {
-		ids  []string
+		name string
+		gpus []hardware.GPU
 		want map[string][2]int64
 		deny [][2]int64
 	}{
-		{[]string{"1"}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD129": {226, 129}}, [][2]int64{{226, 128}, {226, 1}}},
-		{[]string{"0"}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD128": {226, 128}}, [][2]int64{{226, 129}}},
-		{[]string{"all"}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD128": {226, 128}, "/dev/dri/renderD129": {226, 129}}, [][2]int64{{226, 0}}},
+		{"1", []hardware.GPU{amd(1)}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD129": {226, 129}}, [][2]int64{{226, 128}, {226, 1}}},
+		{"0", []hardware.GPU{amd(0)}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD128": {226, 128}}, [][2]int64{{226, 129}}},
+		{"0,1", []hardware.GPU{amd(0), amd(1)}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD128": {226, 128}, "/dev/dri/renderD129": {226, 129}}, [][2]int64{{226, 0}}},
+		{"by PCI bus ID", []hardware.GPU{byBus}, map[string][2]int64{"/dev/kfd": {235, 0}, "/dev/dri/renderD128": {226, 128}}, [][2]int64{{226, 129}}},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.ids, ","), func(t *testing.T) {
-			s, err := gpuSpec(t, gpuContainer(runtime.GPUAMD, tt.ids...), h)
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := gpuSpec(t, gpuContainer(tt.gpus...), h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -350,7 +380,7 @@ func TestGPUAMD(t *testing.T) {
 		})
 	}
 	t.Run("missing card", func(t *testing.T) {
-		if _, err := gpuSpec(t, gpuContainer(runtime.GPUAMD, "5"), h); !errors.Is(err, runtime.ErrNoGPU) {
+		if _, err := gpuSpec(t, gpuContainer(amd(5)), h); !errors.Is(err, runtime.ErrNoGPU) {
 			t.Errorf("err = %v, want ErrNoGPU", err)
 		}
 	})
@@ -358,14 +388,14 @@ func TestGPUAMD(t *testing.T) {
 		if err := os.Remove(filepath.Join(h.Root, "dev/kfd")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := gpuSpec(t, gpuContainer(runtime.GPUAMD, "0"), h); !errors.Is(err, runtime.ErrNoGPU) || !strings.Contains(err.Error(), "kfd") {
+		if _, err := gpuSpec(t, gpuContainer(amd(0)), h); !errors.Is(err, runtime.ErrNoGPU) || !strings.Contains(err.Error(), "kfd") {
 			t.Errorf("err = %v, want ErrNoGPU naming /dev/kfd", err)
 		}
 	})
 }
 
 func TestGPUNone(t *testing.T) {
-	s, err := gpuSpec(t, gpuContainer(""), runtime.GPUHost{Root: t.TempDir()}, oci.WithEnv([]string{"NVIDIA_VISIBLE_DEVICES=all"}))
+	s, err := gpuSpec(t, gpuContainer(), runtime.GPUHost{Root: t.TempDir()}, oci.WithEnv([]string{"NVIDIA_VISIBLE_DEVICES=all"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,22 +410,23 @@ func TestGPUNone(t *testing.T) {
 }
 
 func TestGPUValidate(t *testing.T) {
+	negative := nv(-1, "")
 	for _, tt := range []struct {
-		name   string
-		vendor runtime.GPUVendor
-		ids    []string
+		name string
+		gpus []hardware.GPU
 	}{
-		{"vendor without GPUs", runtime.GPUNvidia, nil},
-		{"GPUs without vendor", "", []string{"0"}},
-		{"unknown vendor", "intel", []string{"0"}},
-		{"all with others", runtime.GPUNvidia, []string{"all", "0"}},
-		{"duplicate", runtime.GPUNvidia, []string{"0", "0"}},
-		{"bad id", runtime.GPUNvidia, []string{"0,1"}},
-		{"path id", runtime.GPUNvidia, []string{"../0"}},
-		{"AMD uuid", runtime.GPUAMD, []string{"GPU-1"}},
+		{"GPU without vendor", []hardware.GPU{{Index: 0}}},
+		{"unknown vendor", []hardware.GPU{{Vendor: "intel", Index: 0}}},
+		{"two vendors", []hardware.GPU{nv(0, ""), amd(0)}},
+		{"duplicate index", []hardware.GPU{nv(0, ""), nv(0, "")}},
+		{"duplicate UUID", []hardware.GPU{nv(0, uuid0), nv(1, uuid0)}},
+		{"negative index", []hardware.GPU{negative}},
+		{"UUID list", []hardware.GPU{nv(0, uuid0+","+uuid1)}},
+		{"path UUID", []hardware.GPU{nv(0, "../0")}},
+		{"UUID all", []hardware.GPU{nv(0, "all")}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := gpuContainer(tt.vendor, tt.ids...)
+			s := gpuContainer(tt.gpus...)
 			s.Env = nil
 			if err := s.Validate(); !errors.Is(err, runtime.ErrInvalid) {
 				t.Errorf("Validate = %v, want ErrInvalid", err)
@@ -415,14 +446,14 @@ func deref[T any](p *T) any {
 }
 
 func TestGPUPassthrough(t *testing.T) {
-	how, err := runtime.GPUHost{CDISpecDirs: []string{nvidiaCDIDir(t)}}.Passthrough(runtime.GPUNvidia)
+	how, err := runtime.GPUHost{CDISpecDirs: []string{nvidiaCDIDir(t)}}.Passthrough(hardware.VendorNVIDIA)
 	if err != nil || !strings.HasPrefix(how, "CDI: ") || !strings.Contains(how, "nvidia.com/gpu=GPU-00000000-0000-0000-0000-000000000002") {
 		t.Errorf("CDI: %q, %v", how, err)
 	}
-	if _, err := (runtime.GPUHost{Root: t.TempDir()}).Passthrough(runtime.GPUNvidia); !errors.Is(err, runtime.ErrNoGPU) {
+	if _, err := (runtime.GPUHost{Root: t.TempDir()}).Passthrough(hardware.VendorNVIDIA); !errors.Is(err, runtime.ErrNoGPU) {
 		t.Errorf("nothing installed: %v, want ErrNoGPU", err)
 	}
-	if _, err := (runtime.GPUHost{Root: t.TempDir()}).Passthrough(runtime.GPUAMD); !errors.Is(err, runtime.ErrNoGPU) {
+	if _, err := (runtime.GPUHost{Root: t.TempDir()}).Passthrough(hardware.VendorAMD); !errors.Is(err, runtime.ErrNoGPU) {
 		t.Errorf("no /dev/kfd: %v, want ErrNoGPU", err)
 	}
 }

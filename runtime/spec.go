@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hypernode-sol/worker/hardware"
 )
 
 // Defaults for the zero values of ContainerSpec's limits.
@@ -78,12 +80,14 @@ type ContainerSpec struct {
 	// Create writes one naming the NAT's DNS forwarder (resolv.conf beside the
 	// workspace) when this is empty.
 	ResolvConf string
-	// GPUVendor and GPUs are the GPUs given to the container (see GPUSpecOpts): device
-	// IDs of that vendor's GPUs, each an index ("0"), for NVIDIA also a UUID
-	// ("GPU-…"), or GPUAll alone. The caller chooses them, so that containers running
-	// at the same time can get disjoint GPUs. Empty: no GPU.
-	GPUVendor GPUVendor
-	GPUs      []string
+	// GPUs are the GPUs this container alone may use, all of one vendor, as the
+	// hardware package describes them (vendor, index, UUID, PCI bus ID). The
+	// caller chooses them (fsm.GPUPool), so that containers running at the same
+	// time get disjoint GPUs; GPUSpecOpts gives them to the container. None: no
+	// GPU at all.
+	GPUs []hardware.GPU
+	// CPUs is the container's CFS quota in logical CPUs (0: none).
+	CPUs float64
 }
 
 // ContainerID names the container of one attempt at a job: "hn-<job>-<attempt>".
@@ -136,8 +140,11 @@ func (s ContainerSpec) Validate() error {
 	if s.Egress != "" && s.Egress != EgressNone && s.Egress != EgressAllow {
 		return bad("egress %q is not %s or %s", s.Egress, EgressNone, EgressAllow)
 	}
-	if err := validateGPUs(s.GPUVendor, s.GPUs); err != nil {
+	if err := validateGPUs(s.GPUs); err != nil {
 		return bad("%s", err.Error())
+	}
+	if s.CPUs < 0 {
+		return bad("cpus %g is negative", s.CPUs)
 	}
 	if s.MemoryBytes > 0 && s.MemoryBytes < 4<<20 {
 		return bad("memory %d bytes is below the 4 MiB a container needs to start", s.MemoryBytes)
@@ -169,7 +176,8 @@ func validEnvKey(k string) bool {
 //     rw,nosuid,nodev; /tmp is a tmpfs (nosuid,nodev, s.TmpBytes); /dev/shm is sized
 //     s.ShmBytes; containerd's default masked and read-only paths (/proc/kcore,
 //     /proc/sys, …) are kept;
-//   - memory limit s.MemoryBytes and pids limit s.PidsLimit (cgroup v1 and v2);
+//   - memory limit s.MemoryBytes and pids limit s.PidsLimit (cgroup v1 and v2), and a
+//     CFS quota of s.CPUs logical CPUs when set (period 100 ms);
 //   - its own network namespace with no interface but lo (no egress; with EgressAllow
 //     RunOp connects it to the public internet only, see EgressAllow), and its own pid,
 //     ipc, uts ("hypernode") and mount namespaces;
@@ -208,6 +216,7 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 		oci.WithDevShmSize((shm + 1023) / 1024),
 		oci.WithMemoryLimit(uint64(memory)),
 		oci.WithPidsLimit(pids),
+		withCPUs(s.CPUs),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace}),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace}),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace}),
@@ -216,6 +225,16 @@ func SpecOpts(s ContainerSpec) []oci.SpecOpts {
 		oci.WithHostname(Hostname),
 		oci.WithEnv(s.Env),
 	}
+}
+
+// withCPUs sets a CFS quota of cpus logical CPUs (period 100 ms); 0 sets none.
+func withCPUs(cpus float64) oci.SpecOpts {
+	if cpus <= 0 {
+		return func(context.Context, oci.Client, *containers.Container, *oci.Spec) error { return nil }
+	}
+	const period = 100_000 // µs
+	quota := int64(cpus * period)
+	return oci.WithCPUCFS(max(quota, 1000), period)
 }
 
 // withModels binds dir at ModelsDir, read-only when ro; "" adds nothing.

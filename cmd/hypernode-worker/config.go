@@ -64,7 +64,10 @@ type Config struct {
 	DataDir             string               // HYPERNODE_DATA_DIR
 	LocalnetAddr        string               // LOCALNET_ADDR
 	GPUInventory        string               // GPU_INVENTORY
-	Slots               int                  // PARALLEL_JOBS
+	Slots               int                  // MAX_PARALLEL_JOBS (or the deprecated PARALLEL_JOBS); 0 with SlotsAuto
+	SlotsAuto           bool                 // MAX_PARALLEL_JOBS=auto: one slot per GPU, resolved at start
+	SlotsAlias          bool                 // the slots came from the deprecated PARALLEL_JOBS
+	GPUHostRoot         string               // GPU_HOST_ROOT: runtime.GPUHost.Root
 	ImportImages        []string             // IMPORT_IMAGES: OCI archives imported at start
 	LogFormat           string               // LOG_FORMAT: auto, console, json
 	QuarantineJournal   bool                 // --quarantine-corrupt-journal
@@ -121,7 +124,9 @@ var settings = []setting{
 	{"HYPERNODE_DATA_DIR", "data-dir", "", "data directory: journal, job workspaces, logs (default ~/.hypernode)"},
 	{"LOCALNET_ADDR", "localnet-addr", "127.0.0.1:8899", "listen address of the embedded localnet"},
 	{"GPU_INVENTORY", "gpu-inventory", "", "read GPUs from this captured nvidia-smi/rocm-smi output instead of the machine"},
-	{"PARALLEL_JOBS", "parallel-jobs", "1", "jobs run at once"},
+	{"MAX_PARALLEL_JOBS", "max-parallel-jobs", "", `jobs run at once, 1 to 256, or "auto" (one per GPU); default 1`},
+	{"PARALLEL_JOBS", "parallel-jobs", "", "deprecated alias of MAX_PARALLEL_JOBS"},
+	{"GPU_HOST_ROOT", "gpu-host-root", "/", "root under which the host's GPU device nodes (/dev), sysfs (/sys), groups (/etc/group) and CDI specs (/etc/cdi, /var/run/cdi) are read"},
 	{"IMPORT_IMAGES", "import-image", "", "OCI image archives to import at start, comma-separated"},
 	{"LOG_FORMAT", "log-format", "auto", "auto (console on a terminal, else JSON), console or json"},
 	{"WORKSPACE_LIMIT_MB", "workspace-limit-mb", "10240", "MiB a job may write under /workspace before it is stopped and failed"},
@@ -343,8 +348,24 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 	}
 	c.PollInterval = ms("POLLING_INTERVAL", 100)
 	c.HealthInterval = ms("HEALTH_CHECK_INTERVAL", 1000)
-	if c.Slots, err = strconv.Atoi(raw["PARALLEL_JOBS"]); err != nil || c.Slots < 1 || c.Slots > 256 {
-		bad("PARALLEL_JOBS", "PARALLEL_JOBS %q is not a number from 1 to 256", raw["PARALLEL_JOBS"])
+	slotsKey := "MAX_PARALLEL_JOBS"
+	if raw[slotsKey] == "" && raw["PARALLEL_JOBS"] != "" {
+		slotsKey = "PARALLEL_JOBS" // deprecated alias
+		c.SlotsAlias = true
+	}
+	switch v := raw[slotsKey]; v {
+	case "":
+		c.Slots = 1
+	case "auto":
+		c.SlotsAuto = true
+	default:
+		if c.Slots, err = strconv.Atoi(v); err != nil || c.Slots < 1 || c.Slots > 256 {
+			bad(slotsKey, `%s %q is not a number from 1 to 256 nor "auto"`, slotsKey, v)
+		}
+	}
+	c.GPUHostRoot = raw["GPU_HOST_ROOT"]
+	if !filepath.IsAbs(c.GPUHostRoot) {
+		bad("GPU_HOST_ROOT", "GPU_HOST_ROOT %q is not an absolute path", c.GPUHostRoot)
 	}
 	if ap, err := netip.ParseAddrPort(c.LocalnetAddr); err != nil || !ap.Addr().IsLoopback() {
 		bad("LOCALNET_ADDR", "LOCALNET_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:8899)", c.LocalnetAddr)

@@ -66,19 +66,28 @@ func newReplayCmd() *cobra.Command {
 
 // verifyJournal checks the file deeply (journal.Check) and the lifecycle
 // invariants (fsm.Verify), printing only the verdict.
+// The two walks run at once (each reads the file on its own, under a
+// shared lock); the file check's verdict comes first.
 func verifyJournal(out io.Writer, path string) error {
-	if err := journal.Check(path); err != nil {
-		if errors.Is(err, journal.ErrLocked) {
-			return fmt.Errorf("%w; stop the worker first", err)
+	checked := make(chan error, 1)
+	go func() { checked <- journal.Check(path) }()
+	j, openErr := journal.Open(path, journal.Options{ReadOnly: true, LockTimeout: 2 * time.Second})
+	var problems []fsm.Problem
+	var n int
+	var err error
+	if openErr == nil {
+		problems, n, err = fsm.Verify(j)
+		j.Close()
+	}
+	if cerr := <-checked; cerr != nil {
+		if errors.Is(cerr, journal.ErrLocked) {
+			return fmt.Errorf("%w; stop the worker first", cerr)
 		}
-		return err
+		return cerr
 	}
-	j, err := journal.Open(path, journal.Options{ReadOnly: true, LockTimeout: 2 * time.Second})
-	if err != nil {
-		return err
+	if openErr != nil {
+		return openErr
 	}
-	defer j.Close()
-	problems, n, err := fsm.Verify(j)
 	if err != nil {
 		return err
 	}

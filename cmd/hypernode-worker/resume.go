@@ -82,9 +82,17 @@ func resumeJob(ctx context.Context, cfg *Config, job solana.PublicKey, action st
 	if err := w.connect(ctx); err != nil {
 		return err
 	}
-	// The GPUs a container created again is given (a failed Detect leaves none).
+	// The GPUs the job's journaled GPU IDs are looked up in (a failed Detect
+	// leaves none: a job that holds GPUs then cannot be started again here).
 	w.specs, _ = hardware.Detect(ctx, hardware.Options{DiskPath: cfg.DataDir, InventoryFile: cfg.GPUInventory})
+	if w.specs == nil {
+		w.specs = &hardware.Specs{}
+	}
+	w.pool = newGPUPool(cfg, w.specs)
 	d := w.driver()
+	if snaps, err := w.journal.Snapshots(); err == nil {
+		d.RestoreGPUs(snaps)
+	}
 	rec, err := d.Reconcile(ctx, job)
 	if err != nil {
 		return err

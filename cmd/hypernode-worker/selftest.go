@@ -182,10 +182,28 @@ func selfTest(ctx context.Context, cfg *Config, testImage string) *selfTestRepor
 		}
 		rt.Close()
 	}
-	if len(specs.GPUs) == 0 {
+	// How GPUs would reach a job's container (CDI, the NVIDIA hook, AMD
+	// device nodes), per vendor, without starting one.
+	switch {
+	case len(specs.GPUs) == 0:
 		add("GPU in container", checkSkip, "no GPU on this machine")
-	} else {
-		add("GPU in container", checkWarn, "not checked: the runtime does not pass GPUs into containers yet (CDI passthrough is an open issue)")
+	case cfg.GPUInventory != "" && (cfg.GPUHostRoot == "" || filepath.Clean(cfg.GPUHostRoot) == "/"):
+		add("GPU in container", checkSkip, "GPU_INVENTORY describes another machine's GPUs; none is given to jobs")
+	default:
+		host := runtime.GPUHost{Root: cfg.GPUHostRoot}
+		for _, v := range hardware.VendorsOf(specs.GPUs) {
+			n := 0
+			for _, g := range specs.GPUs {
+				if g.Vendor == v {
+					n++
+				}
+			}
+			if how, err := host.Passthrough(v); err != nil {
+				add("GPU in container", checkFail, "%d %s GPU(s): %v", n, v, err)
+			} else {
+				add("GPU in container", checkOK, "%d %s GPU(s): %s", n, v, how)
+			}
+		}
 	}
 
 	// Keypair, chain and gateways.

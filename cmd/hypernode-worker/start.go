@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -58,6 +57,7 @@ type worker struct {
 	rt      *runtime.Runtime
 	specs   *hardware.Specs
 	monitor *hardware.Monitor // health samples and the claim gate (health.go)
+	pool    *fsm.GPUPool      // which GPUs each job gets (newGPUPool)
 	// rpcBase does the chain client's HTTP under its retrying transport; the
 	// API's metrics hook into it once they exist (api.go instrumentRPC).
 	rpcBase *swappableTransport
@@ -80,6 +80,11 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 		return fmt.Errorf("detect hardware: %w", err)
 	}
 	printSpecs(stdout, w.specs)
+	if cfg.SlotsAlias {
+		w.log.Warn().Msg("PARALLEL_JOBS is deprecated: use MAX_PARALLEL_JOBS")
+	}
+	w.pool = newGPUPool(cfg, w.specs)
+	fmt.Fprintf(stdout, "Parallel jobs: %d (GPUs handed out: %d)\n", cfg.Slots, len(w.pool.GPUs()))
 
 	if err := w.connect(ctx); err != nil {
 		return err
@@ -178,7 +183,7 @@ func (w *worker) driver() *fsm.Driver {
 	fetcher.Log = &w.log
 	store := &ipfsStore{fetcher: fetcher, uploader: w.cfg.uploader()}
 	d := &fsm.Driver{Journal: w.journal, Chain: w.chain, Store: store, Runtime: runtimeAdapter{rt: w.rt, log: w.log}, DataDir: w.cfg.DataDir,
-		GPUs: w.jobGPUs(),
+		GPUs: w.pool,
 		Log:  w.log, WatchInterval: max(w.cfg.PollInterval, time.Second),
 		Limits: fsm.Limits{MaxWorkspaceBytes: w.cfg.WorkspaceLimitBytes, MaxLogBytes: w.cfg.Sandbox.LogLimitBytes}}
 	w.sandbox(d)
@@ -324,7 +329,7 @@ func (w *worker) connectRuntime(ctx context.Context) error {
 		images.Progress = runtime.TerminalProgress(f) // a progress line on a terminal; log lines otherwise
 	}
 	rt, err := runtime.New(ctx, runtime.Config{Address: w.cfg.ContainerdAddress, Images: images,
-		LogLimitBytes: w.cfg.Sandbox.LogLimitBytes, Egress: w.cfg.Sandbox.Egress})
+		LogLimitBytes: w.cfg.Sandbox.LogLimitBytes, Egress: w.cfg.Sandbox.Egress, GPU: runtime.GPUHost{Root: w.cfg.GPUHostRoot}})
 	if err != nil {
 		return fmt.Errorf("containerd: %w (start one with `scripts/containerd.sh start DIR`, or set CONTAINERD_ADDRESS)", err)
 	}
@@ -367,23 +372,6 @@ func (s *ipfsStore) AddFile(ctx context.Context, path string) (string, int64, er
 	return s.uploader.AddFile(ctx, path)
 }
 
-// jobGPUs lists the GPUs jobs may be given: NVIDIA and AMD ones, by the vendor
-// tool's index, MIG-enabled ones left out (the worker runs jobs on whole GPUs). A
-// captured inventory (GPU_INVENTORY) describes another machine: no GPU is given.
-func (w *worker) jobGPUs() []fsm.GPU {
-	if w.cfg.GPUInventory != "" || w.specs == nil {
-		return nil
-	}
-	var out []fsm.GPU
-	for _, g := range w.specs.GPUs {
-		if g.MIG || (g.Vendor != hardware.VendorNVIDIA && g.Vendor != hardware.VendorAMD) {
-			continue
-		}
-		out = append(out, fsm.GPU{Vendor: string(g.Vendor), ID: strconv.Itoa(g.Index), VRAMGiB: g.VRAMGiB()})
-	}
-	return out
-}
-
 // prepull pulls the PREPULL_IMAGES one after another until done or ctx ends; a
 // failure is logged and the next image tried.
 func (w *worker) prepull(ctx context.Context) {
@@ -410,8 +398,8 @@ func (a runtimeAdapter) EnsureImage(ctx context.Context, ref string) error {
 func (a runtimeAdapter) Create(ctx context.Context, s fsm.ContainerSpec) error {
 	return a.rt.Create(ctx, runtime.ContainerSpec{ID: s.ID, Job: s.Job, Attempt: s.Attempt,
 		Image: s.Image, Workspace: s.Workspace, Env: s.Env, MemoryBytes: s.MemoryBytes, PidsLimit: s.PidsLimit, ShmBytes: s.ShmBytes,
-		ModelDir: s.ModelDir, ModelReadOnly: s.ModelReadOnly,
-		Labels: map[string]string{fsm.LabelNode: s.Node}, GPUVendor: runtime.GPUVendor(s.GPUVendor), GPUs: s.GPUs})
+		ModelDir: s.ModelDir, ModelReadOnly: s.ModelReadOnly, GPUs: s.GPUs, CPUs: s.CPUs,
+		Labels: map[string]string{fsm.LabelNode: s.Node}})
 }
 
 func (a runtimeAdapter) Inspect(ctx context.Context, id string) (fsm.ContainerState, error) {
@@ -456,4 +444,20 @@ func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) 
 		st.Jobs = append(st.Jobs, statusapi.JobFromSnapshot(s))
 	}
 	return st, nil
+}
+
+// newGPUPool makes the pool of the GPUs jobs may be given and resolves
+// MAX_PARALLEL_JOBS=auto to one slot per GPU it hands out (at least one).
+// A captured inventory (GPU_INVENTORY) describes another machine: its GPUs
+// are handed out only when GPU_HOST_ROOT points at a tree standing in for
+// that machine's /dev, /sys and CDI specs (tests), else none is.
+func newGPUPool(cfg *Config, specs *hardware.Specs) *fsm.GPUPool {
+	gpus := specs.GPUs
+	if cfg.GPUInventory != "" && (cfg.GPUHostRoot == "" || filepath.Clean(cfg.GPUHostRoot) == "/") {
+		gpus = nil
+	}
+	if cfg.SlotsAuto {
+		cfg.Slots = max(len(fsm.NewGPUPool(gpus, 1, 0, 0).GPUs()), 1)
+	}
+	return fsm.NewGPUPool(gpus, cfg.Slots, specs.CPU.Threads, specs.RAMBytes)
 }

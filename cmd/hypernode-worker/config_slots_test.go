@@ -1,0 +1,64 @@
+package main
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/hypernode-sol/worker/hardware"
+)
+
+// baseRaw is a valid localnet configuration keyed by environment name.
+func baseRaw(t *testing.T) map[string]string {
+	raw := map[string]string{}
+	for _, s := range settings {
+		raw[s.env] = s.def
+	}
+	raw["HYPERNODE_DATA_DIR"] = t.TempDir()
+	return raw
+}
+
+// TestParallelJobsConfig: MAX_PARALLEL_JOBS takes a count or auto (one slot
+// per GPU handed out, at least one), PARALLEL_JOBS is its deprecated alias,
+// MAX_PARALLEL_JOBS wins over it, and bad values are usage errors naming
+// the setting.
+func TestParallelJobsConfig(t *testing.T) {
+	for _, c := range []struct {
+		max, alias string
+		slots      int
+		auto       bool
+	}{
+		{"", "", 1, false},
+		{"4", "", 4, false},
+		{"", "3", 3, false},
+		{"2", "7", 2, false},
+		{"auto", "", 0, true},
+	} {
+		raw := baseRaw(t)
+		raw["MAX_PARALLEL_JOBS"], raw["PARALLEL_JOBS"] = c.max, c.alias
+		cfg, err := parseConfig(raw)
+		if err != nil || cfg.Slots != c.slots || cfg.SlotsAuto != c.auto {
+			t.Errorf("MAX_PARALLEL_JOBS=%q PARALLEL_JOBS=%q: slots %v auto %v, %v", c.max, c.alias, cfg.Slots, cfg.SlotsAuto, err)
+		}
+	}
+	for _, c := range []struct{ key, val string }{
+		{"MAX_PARALLEL_JOBS", "0"}, {"MAX_PARALLEL_JOBS", "257"}, {"MAX_PARALLEL_JOBS", "many"}, {"PARALLEL_JOBS", "-1"}, {"GPU_HOST_ROOT", "dev"},
+	} {
+		raw := baseRaw(t)
+		raw[c.key] = c.val
+		if _, err := parseConfig(raw); !errors.Is(err, errUsage) {
+			t.Errorf("%s=%q: %v, want a usage error", c.key, c.val, err)
+		}
+	}
+	// auto: one slot per GPU the pool hands out (the MIG GPU is not one).
+	gpus := []hardware.GPU{{Index: 0, Vendor: hardware.VendorAMD}, {Index: 1, Vendor: hardware.VendorAMD}, {Index: 2, Vendor: hardware.VendorNVIDIA, MIG: true}}
+	cfg := &Config{SlotsAuto: true}
+	pool := newGPUPool(cfg, &hardware.Specs{GPUs: gpus, CPU: hardware.CPU{Threads: 8}, RAMBytes: 16 << 30})
+	if cpus, mem := pool.Share(); cfg.Slots != 2 || cpus != 4 || mem != 8<<30 {
+		t.Errorf("auto with 2 usable GPUs: %d slots, share %g CPUs %d bytes", cfg.Slots, cpus, mem)
+	}
+	cfg = &Config{SlotsAuto: true}
+	newGPUPool(cfg, &hardware.Specs{})
+	if cfg.Slots != 1 {
+		t.Errorf("auto without GPUs: %d slots", cfg.Slots)
+	}
+}
