@@ -22,6 +22,7 @@ import (
 	"github.com/gagliardetto/solana-go"
 
 	"github.com/hypernode-sol/worker/failpoint"
+	"github.com/hypernode-sol/worker/runtime/runtimetest"
 )
 
 var workerBuild struct {
@@ -353,6 +354,9 @@ type workerRun struct {
 // start starts `hypernode-worker start` with JSON logs on stderr.
 func (r workerRun) start(tb testing.TB) *child {
 	tb.Helper()
+	// Workspaces of jobs left in flight may be filesystems of their own, kept
+	// mounted for a restart: unmount them before the directory is removed.
+	tb.Cleanup(func() { runtimetest.UnmountUnder(r.data) })
 	keypair := r.keypair
 	if keypair == "" {
 		keypair = r.net.keypair

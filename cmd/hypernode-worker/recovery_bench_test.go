@@ -90,6 +90,10 @@ func BenchmarkRecovery100(b *testing.B) {
 	b.Cleanup(func() { rt.Close() })
 
 	dir := b.TempDir()
+	// Job workspaces may be filesystems of their own, left mounted for the
+	// re-attached jobs: unmount them (after stopSleepers, registered later, has
+	// removed the containers) before the directory is removed.
+	b.Cleanup(func() { runtimetest.UnmountUnder(dir) })
 	n := startCrashNet(b, dir)
 	defPath := filepath.Join(dir, "sleep.json")
 	def := `{"image": "hypernode.local/test:latest", "timeout": 1800,
