@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-demo=${DEMO_DIR:-.demo}
+demo=$(realpath -m "${DEMO_DIR:-.demo}")
 addr=${LOCALNET_ADDR:-127.0.0.1:8899}
 rpc=http://$addr
 bin=$PWD/bin/hypernode-worker
@@ -48,7 +48,7 @@ if [ -z "${CONTAINERD_ADDRESS:-}" ]; then
 fi
 echo "containerd: $CONTAINERD_ADDRESS"
 
-data=$PWD/$demo/data
+data=$demo/data
 rm -rf "$data"
 worker_pid=""
 cleanup() {
@@ -73,7 +73,8 @@ done
 grep -q "Watching for jobs" "$demo/worker.out" || die "the worker did not start in 60 s (see $demo/worker.log)"
 cat "$demo/worker.out"
 
-node=$("$bin" config --data-dir "$data" --network localnet | awk '$1 == "node" {print $2}')
+node=$("$bin" config --data-dir "$data" --network localnet | awk '$1 == "node:" || $1 == "node" {print $2; exit}')
+[ -n "$node" ] || die "config did not name the node (its keypair is $data/node-keypair.json)"
 before=$("$bin" localnet balance --rpc "$rpc" "$node")
 
 say "Posting the sample jobs"

@@ -4,6 +4,9 @@
 # they skip with the reason otherwise) and the localnet on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${HYPERNODE_NO_SETUP:-}" != 1 ]; then
+	bash scripts/ci/setup.sh
+fi
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
 	echo "gofmt would change: $unformatted" >&2

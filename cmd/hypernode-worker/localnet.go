@@ -141,7 +141,7 @@ func findMarket(ctx context.Context, rpcURL string, program solana.PublicKey) (s
 			{Memcmp: &rpc.RPCFilterMemcmp{Offset: 0, Bytes: chain.MarketDiscriminator[:]}}},
 	})
 	if err != nil {
-		return solana.PublicKey{}, fmt.Errorf("find the market on %s: %w", rpcURL, err)
+		return solana.PublicKey{}, fmt.Errorf("find the market on %s: %w", redactSetting("SOLANA_RPC_URL", rpcURL), err)
 	}
 	if len(res) != 1 {
 		return solana.PublicKey{}, fmt.Errorf("%s has %d markets; name one with --market", rpcURL, len(res))

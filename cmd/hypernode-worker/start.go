@@ -93,7 +93,7 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "Wallet: %s\n", shortKey(w.key.PublicKey()))
 	balance, err := w.chain.Balance(ctx)
 	if err != nil {
-		return fmt.Errorf("read balance from %s: %w", cfg.RPCURL, err)
+		return fmt.Errorf("read balance from %s: %w", redactSetting("SOLANA_RPC_URL", cfg.RPCURL), err)
 	}
 	if cfg.Local() && balance < solana.LAMPORTS_PER_SOL {
 		if err := w.chain.RequestAirdrop(ctx, 2*solana.LAMPORTS_PER_SOL); err != nil {
@@ -163,7 +163,7 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	}()
 	fmt.Fprintln(stdout, "\n✨ Worker started successfully!")
 	fmt.Fprintln(stdout, "👀 Watching for jobs...")
-	w.log.Info().Str("node", w.key.PublicKey().String()).Str("market", cfg.Market.String()).Str("rpc", cfg.RPCURL).Msg("worker started")
+	w.log.Info().Str("node", w.key.PublicKey().String()).Str("market", cfg.Market.String()).Str("rpc", redactSetting("SOLANA_RPC_URL", cfg.RPCURL)).Msg("worker started")
 
 	err = loop.Run(ctx)
 	<-healthDone
@@ -431,8 +431,8 @@ func (a runtimeAdapter) Kill(ctx context.Context, id string) error   { return a.
 func (a runtimeAdapter) Remove(ctx context.Context, id string) error { return a.rt.Remove(ctx, id) }
 
 func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) (*statusapi.Status, error) {
-	st := &statusapi.Status{Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: w.cfg.RPCURL,
-		StartedAt: started.UTC(), ActiveJobs: loop.Active(), Slots: w.cfg.Slots}
+	st := &statusapi.Status{Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: redactSetting("SOLANA_RPC_URL", w.cfg.RPCURL),
+		StartedAt: started.UTC(), ActiveJobs: loop.Active(), Slots: w.cfg.Slots, Jobs: []statusapi.Job{}}
 	if b, err := w.chain.Balance(ctx); err == nil {
 		st.BalanceLamports = &b
 	}

@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -390,4 +391,30 @@ func buildScript() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// DNSProbeName is a name this host can resolve, for checking DNS through the
+// egress NAT: $HYPERNODE_DNS_PROBE, else the host of the machine's first APT
+// source (a machine that installs packages resolves it); "" when neither.
+func DNSProbeName() string {
+	if v := os.Getenv("HYPERNODE_DNS_PROBE"); v != "" {
+		return v
+	}
+	files, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
+	files = append(files, "/etc/apt/sources.list")
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			for _, field := range strings.Fields(line) {
+				if u, err := url.Parse(field); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" &&
+					!strings.HasPrefix(strings.TrimSpace(line), "#") {
+					return u.Hostname()
+				}
+			}
+		}
+	}
+	return ""
 }
