@@ -31,11 +31,14 @@ import (
 
 // Status is the daemon's answer.
 type Status struct {
-	Node            string    `json:"node"`
-	Market          string    `json:"market"`
-	RPC             string    `json:"rpc"`
+	// Running is true when a daemon answered; false for a status read from the
+	// journal of a stopped worker, which has no node, market, RPC or start time.
+	Running         bool      `json:"running"`
+	Node            string    `json:"node,omitempty"`
+	Market          string    `json:"market,omitempty"`
+	RPC             string    `json:"rpc,omitempty"`
 	BalanceLamports *uint64   `json:"balance_lamports,omitempty"`
-	StartedAt       time.Time `json:"started_at"`
+	StartedAt       time.Time `json:"started_at,omitzero"`
 	ActiveJobs      int       `json:"active_jobs"`
 	Slots           int       `json:"slots"`
 	Jobs            []Job     `json:"jobs"`

@@ -71,7 +71,7 @@ func statusFromJournal(path string) (*statusapi.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &statusapi.Status{}
+	st := &statusapi.Status{Jobs: []statusapi.Job{}}
 	for _, s := range snaps {
 		st.Jobs = append(st.Jobs, statusapi.JobFromSnapshot(s))
 	}

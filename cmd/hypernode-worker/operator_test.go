@@ -108,7 +108,8 @@ func TestOperatorCommands(t *testing.T) {
 		t.Errorf("logs after stop exited %d:\n%s", code, out)
 	}
 	out, _, code = w.cliExit(t, "status", "--json")
-	if code != 0 || !strings.Contains(out, job.String()) || !strings.Contains(out, `"state": "finished"`) {
+	if code != 0 || !strings.Contains(out, job.String()) || !strings.Contains(out, `"state": "finished"`) ||
+		!strings.Contains(out, `"running": false`) || strings.Contains(out, `"node"`) || strings.Contains(out, "0001-01-01") {
 		t.Errorf("status from the journal exited %d:\n%s", code, out)
 	}
 }

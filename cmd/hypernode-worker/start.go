@@ -431,7 +431,7 @@ func (a runtimeAdapter) Kill(ctx context.Context, id string) error   { return a.
 func (a runtimeAdapter) Remove(ctx context.Context, id string) error { return a.rt.Remove(ctx, id) }
 
 func (w *worker) status(ctx context.Context, loop *fsm.Loop, started time.Time) (*statusapi.Status, error) {
-	st := &statusapi.Status{Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: redactSetting("SOLANA_RPC_URL", w.cfg.RPCURL),
+	st := &statusapi.Status{Running: true, Node: w.key.PublicKey().String(), Market: w.cfg.Market.String(), RPC: redactSetting("SOLANA_RPC_URL", w.cfg.RPCURL),
 		StartedAt: started.UTC(), ActiveJobs: loop.Active(), Slots: w.cfg.Slots, Jobs: []statusapi.Job{}}
 	if b, err := w.chain.Balance(ctx); err == nil {
 		st.BalanceLamports = &b
