@@ -191,19 +191,9 @@ func (x *markets) finishJob(ix *chain.Instruction) *instrError {
 	if ierr := x.systemProgramAcct(4); ierr != nil {
 		return ierr
 	}
-	j, ierr := x.loadJob(job)
+	j, _, ierr := x.jobInMarket(job, market, vault)
 	if ierr != nil {
 		return ierr
-	}
-	mk, ierr := x.loadMarket(market)
-	if ierr != nil {
-		return ierr
-	}
-	if j.Market != market.key {
-		return x.fail(chain.ErrWrongMarket)
-	}
-	if vault.key != mk.Vault {
-		return x.anchorFail("vault", anchorConstraintAddress)
 	}
 	if j.Node == nil || *j.Node != node.key {
 		return x.fail(chain.ErrNotAssignedNode)
@@ -238,19 +228,9 @@ func (x *markets) timeoutJob() *instrError {
 	if _, ierr := x.acct(4, "caller", false, true); ierr != nil {
 		return ierr
 	}
-	j, ierr := x.loadJob(job)
+	j, _, ierr := x.jobInMarket(job, market, vault)
 	if ierr != nil {
 		return ierr
-	}
-	mk, ierr := x.loadMarket(market)
-	if ierr != nil {
-		return ierr
-	}
-	if j.Market != market.key {
-		return x.fail(chain.ErrWrongMarket)
-	}
-	if vault.key != mk.Vault {
-		return x.anchorFail("vault", anchorConstraintAddress)
 	}
 	if client.key != j.Client {
 		return x.fail(chain.ErrUnauthorized)
@@ -277,19 +257,9 @@ func (x *markets) cancelJob() *instrError {
 		return ierr
 	}
 	job, market, client, vault := a[0], a[1], a[2], a[3]
-	j, ierr := x.loadJob(job)
+	j, mk, ierr := x.jobInMarket(job, market, vault)
 	if ierr != nil {
 		return ierr
-	}
-	mk, ierr := x.loadMarket(market)
-	if ierr != nil {
-		return ierr
-	}
-	if j.Market != market.key {
-		return x.fail(chain.ErrWrongMarket)
-	}
-	if vault.key != mk.Vault {
-		return x.anchorFail("vault", anchorConstraintAddress)
 	}
 	if client.key != j.Client {
 		return x.fail(chain.ErrUnauthorized)
@@ -393,4 +363,26 @@ func (x *markets) unlistNode() *instrError {
 	}
 	dequeue(mk, i)
 	return x.saveMarket(market.key, mk)
+}
+
+// jobInMarket loads a job and its market and checks, in the program's order,
+// that the job belongs to that market (WrongMarket) and that vault is the
+// market's vault (an Anchor address constraint): the prologue of the
+// instructions that move the job's escrow.
+func (x *markets) jobInMarket(job, market, vault accountMeta) (*chain.Job, *chain.Market, *instrError) {
+	j, ierr := x.loadJob(job)
+	if ierr != nil {
+		return nil, nil, ierr
+	}
+	mk, ierr := x.loadMarket(market)
+	if ierr != nil {
+		return nil, nil, ierr
+	}
+	if j.Market != market.key {
+		return nil, nil, x.fail(chain.ErrWrongMarket)
+	}
+	if vault.key != mk.Vault {
+		return nil, nil, x.anchorFail("vault", anchorConstraintAddress)
+	}
+	return j, mk, nil
 }

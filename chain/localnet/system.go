@@ -69,24 +69,18 @@ func systemProgram(ic *invokeContext) *instrError {
 		if v.Space == nil {
 			return ixErr(ixErrInvalidInstructionData)
 		}
-		acc, ierr := ic.meta(0)
+		acc, ierr := signerMeta(ic, 0)
 		if ierr != nil {
 			return ierr
-		}
-		if !acc.signer {
-			return ixErr(ixErrMissingRequiredSignature)
 		}
 		return systemAllocate(ic, acc, *v.Space)
 	case *system.Assign:
 		if v.Owner == nil {
 			return ixErr(ixErrInvalidInstructionData)
 		}
-		acc, ierr := ic.meta(0)
+		acc, ierr := signerMeta(ic, 0)
 		if ierr != nil {
 			return ierr
-		}
-		if !acc.signer {
-			return ixErr(ixErrMissingRequiredSignature)
 		}
 		return ic.assign(acc.key, *v.Owner)
 	default:
@@ -188,4 +182,17 @@ func computeBudgetProgram(ic *invokeContext) *instrError {
 		return ixErr(ixErrInvalidInstructionData)
 	}
 	return nil
+}
+
+// signerMeta is account i of the instruction, which must have signed
+// (MissingRequiredSignature otherwise).
+func signerMeta(ic *invokeContext, i int) (accountMeta, *instrError) {
+	acc, ierr := ic.meta(i)
+	if ierr != nil {
+		return acc, ierr
+	}
+	if !acc.signer {
+		return acc, ixErr(ixErrMissingRequiredSignature)
+	}
+	return acc, nil
 }
