@@ -337,18 +337,9 @@ func (e *env) testReattach(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "op.log")
 	op := sh("echo started >> /workspace/count; echo ready > /workspace/ready; read x < /workspace/go; echo finished; exit 7")
 
-	ctx1, detach := context.WithCancel(ctxT(t))
-	errC := make(chan error, 1)
-	go func() {
-		_, err := r1.RunOp(ctx1, s.ID, 0, op, logPath)
-		errC <- err
-	}()
-	if got := awaitLine(t, ready, time.Minute); got != "ready" {
-		t.Fatalf("container said %q", got)
-	}
-	// The worker "dies": its context ends and its connection closes mid-operation.
-	detach()
-	if err := <-errC; !errors.Is(err, context.Canceled) {
+	// The worker "dies" once the operation is ready: its context ends and its
+	// connection closes mid-operation.
+	if err := runUntilReady(t, r1, s.ID, op, logPath, ready); !errors.Is(err, context.Canceled) {
 		t.Fatalf("RunOp after detach = %v, want context.Canceled", err)
 	}
 	r1.Close()
@@ -429,15 +420,7 @@ func (e *env) testTaskLost(t *testing.T) {
 	ready := fifo(t, filepath.Join(s.Workspace, "ready"))
 	logPath := filepath.Join(t.TempDir(), "op.log")
 	op := sh("echo once >> /workspace/runs; echo ready > /workspace/ready; exec sleep 600")
-	ctx1, detach := context.WithCancel(ctxT(t))
-	errC := make(chan error, 1)
-	go func() {
-		_, err := e.r.RunOp(ctx1, s.ID, 0, op, logPath)
-		errC <- err
-	}()
-	awaitLine(t, ready, time.Minute)
-	detach()
-	<-errC
+	runUntilReady(t, e.r, s.ID, op, logPath, ready)
 
 	// The running task vanishes behind the worker's back, as in a host reboot.
 	c, cctx := e.rawClient(t)
@@ -484,15 +467,7 @@ func (e *env) testKillAtDeadline(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "op.log")
 	op := sh("echo ready > /workspace/ready; exec sleep 600")
 
-	ctx1, detach := context.WithCancel(ctxT(t))
-	errC := make(chan error, 1)
-	go func() {
-		_, err := e.r.RunOp(ctx1, s.ID, 0, op, logPath)
-		errC <- err
-	}()
-	awaitLine(t, ready, time.Minute)
-	detach()
-	<-errC
+	runUntilReady(t, e.r, s.ID, op, logPath, ready)
 
 	// Waiting again, now with a deadline the operation will not meet.
 	dctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
@@ -947,4 +922,22 @@ func index(list []string, s string) int {
 		}
 	}
 	return -1
+}
+
+// runUntilReady runs operation 0 of container id until it writes its "ready"
+// line to the ready FIFO, then detaches, as a worker that dies mid-operation
+// does (the task goes on running). It returns RunOp's error.
+func runUntilReady(t *testing.T, r *runtime.Runtime, id string, op runtime.Op, logPath string, ready *os.File) error {
+	t.Helper()
+	ctx, detach := context.WithCancel(ctxT(t))
+	errC := make(chan error, 1)
+	go func() {
+		_, err := r.RunOp(ctx, id, 0, op, logPath)
+		errC <- err
+	}()
+	if got := awaitLine(t, ready, time.Minute); got != "ready" {
+		t.Fatalf("container said %q", got)
+	}
+	detach()
+	return <-errC
 }

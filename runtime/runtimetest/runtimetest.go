@@ -396,7 +396,9 @@ func buildScript() (string, error) {
 // DNSProbeName is a name this host can resolve, for checking DNS through the
 // egress NAT: $HYPERNODE_DNS_PROBE, else the host of the machine's first APT
 // source (a machine that installs packages resolves it); "" when neither.
-func DNSProbeName() string {
+func DNSProbeName() string { return dnsProbeName() }
+
+var dnsProbeName = sync.OnceValue(func() string {
 	if v := os.Getenv("HYPERNODE_DNS_PROBE"); v != "" {
 		return v
 	}
@@ -417,4 +419,4 @@ func DNSProbeName() string {
 		}
 	}
 	return ""
-}
+})
