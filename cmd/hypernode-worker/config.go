@@ -26,6 +26,12 @@ import (
 // errUsage marks a configuration or usage error: one clear line, exit code 2.
 var errUsage = errors.New("usage")
 
+// settingErr is a bad value of setting (its environment name); the message
+// names it too.
+func settingErr(setting, format string, args ...any) error {
+	return &settingError{Setting: setting, Msg: fmt.Sprintf(format, args...)}
+}
+
 func usageErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
@@ -245,18 +251,14 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 	bad := func(setting, format string, args ...any) {
 		errs = append(errs, &settingError{Setting: setting, Msg: fmt.Sprintf(format, args...)})
 	}
-	// sub records the error of a group's parser; the setting is the one its
-	// message starts with when that is a setting's name, else the group's.
-	sub := func(group string, err error) {
-		if err == nil {
-			return
+	// sub records the error of a group's parser, which names its setting.
+	sub := func(err error) {
+		var se *settingError
+		if errors.As(err, &se) {
+			errs = append(errs, se)
+		} else if err != nil {
+			bad("", "%v", err)
 		}
-		msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
-		setting := group
-		if name, _, _ := strings.Cut(msg, " "); isSetting(name) {
-			setting = name
-		}
-		bad(setting, "%s", msg)
 	}
 	c := &Config{Network: raw["NETWORK"], RPCURL: raw["SOLANA_RPC_URL"], KeypairPath: raw["KEYPAIR_PATH"],
 		UploadURL: raw["IPFS_UPLOAD_URL"], ContainerRuntime: raw["CONTAINER_RUNTIME"],
@@ -330,7 +332,7 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 	} else if ok && !c.Local() {
 		bad("IPFS_GATEWAY", "IPFS_GATEWAY is required on %s", c.Network)
 	}
-	sub("IPFS_UPLOAD", c.parseUpload(raw))
+	sub(c.parseUpload(raw))
 	if c.ContainerRuntime != "containerd" {
 		bad("CONTAINER_RUNTIME", "CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)
 	}
@@ -400,8 +402,8 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 			bad("API_ADDR", "API_ADDR %q is not a loopback address and port (e.g. 127.0.0.1:9090): the API has no authentication", c.APIAddr)
 		}
 	}
-	sub("EGRESS_POLICY", parseSandboxConfig(c, raw))
-	sub("REGISTRY_AUTH", c.parseImages(raw))
+	sub(parseSandboxConfig(c, raw))
+	sub(c.parseImages(raw))
 	switch c.LogFormat {
 	case "auto", "console", "json":
 	default:
@@ -495,7 +497,7 @@ func (c *Config) parseImages(raw map[string]string) error {
 	if p := raw["REGISTRY_AUTH"]; p != "" {
 		a, err := runtime.LoadDockerConfig(p)
 		if err != nil {
-			return usageErr("REGISTRY_AUTH: %v", err)
+			return settingErr("REGISTRY_AUTH", "REGISTRY_AUTH: %v", err)
 		}
 		c.RegistryAuth, c.RegistryAuthFile = a, p
 	}
@@ -503,17 +505,17 @@ func (c *Config) parseImages(raw map[string]string) error {
 	switch {
 	case host == "" && user == "" && pass == "":
 	case host == "" || user == "" || pass == "":
-		return usageErr("REGISTRY_HOST, REGISTRY_USER and REGISTRY_PASSWORD go together (host %q, user %q, password set: %v)", host, user, pass != "")
+		return settingErr("REGISTRY_HOST", "REGISTRY_HOST, REGISTRY_USER and REGISTRY_PASSWORD go together (host %q, user %q, password set: %v)", host, user, pass != "")
 	default:
 		h := runtime.RegistryHost(host)
 		if h == "" || strings.ContainsAny(h, " \t") {
-			return usageErr("REGISTRY_HOST %q is not a registry host", host)
+			return settingErr("REGISTRY_HOST", "REGISTRY_HOST %q is not a registry host", host)
 		}
 		c.RegistryAuth[h] = runtime.Credential{Username: user, Secret: pass}
 	}
 	mb, err := strconv.ParseInt(raw["IMAGE_CACHE_LIMIT_MB"], 10, 64)
 	if err != nil || mb < 0 || mb > 1<<30 {
-		return usageErr("IMAGE_CACHE_LIMIT_MB %q is not a number of MiB from 0 (no limit) to 1073741824", raw["IMAGE_CACHE_LIMIT_MB"])
+		return settingErr("IMAGE_CACHE_LIMIT_MB", "IMAGE_CACHE_LIMIT_MB %q is not a number of MiB from 0 (no limit) to 1073741824", raw["IMAGE_CACHE_LIMIT_MB"])
 	}
 	c.ImageCacheBytes = mb << 20
 	c.PrepullImages = nil
@@ -528,20 +530,10 @@ func (c *Config) parseImages(raw map[string]string) error {
 			}
 		default:
 			if _, err := reference.ParseDockerRef(ref); err != nil {
-				return usageErr("PREPULL_IMAGES: %q is not an image reference (%v)", ref, err)
+				return settingErr("PREPULL_IMAGES", "PREPULL_IMAGES: %q is not an image reference (%v)", ref, err)
 			}
 			c.PrepullImages = append(c.PrepullImages, ref)
 		}
 	}
 	return nil
-}
-
-// isSetting reports whether name is a setting's environment name.
-func isSetting(name string) bool {
-	for _, s := range settings {
-		if s.env == name {
-			return true
-		}
-	}
-	return false
 }

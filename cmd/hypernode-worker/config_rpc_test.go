@@ -52,3 +52,21 @@ func TestConfigRPCSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupParsersNameTheirSetting: the settings parsed by the upload,
+// sandbox and image parsers are named in `config`'s error list by their own
+// name, each one, all at once.
+func TestGroupParsersNameTheirSetting(t *testing.T) {
+	_, errs := checkConfig(rawDefaultsWith(t, map[string]string{
+		"PREPULL_IMAGES": "Not A Ref", "LOG_LIMIT_MB": "0", "IPFS_UPLOAD": "ftp",
+	}))
+	got := map[string]bool{}
+	for _, e := range errs {
+		got[e.Setting] = true
+	}
+	for _, want := range []string{"PREPULL_IMAGES", "LOG_LIMIT_MB", "IPFS_UPLOAD"} {
+		if !got[want] {
+			t.Errorf("%s not named; errors %v", want, errs)
+		}
+	}
+}

@@ -34,18 +34,18 @@ func parseSandboxConfig(c *Config, raw map[string]string) error {
 	s := &c.Sandbox
 	s.Egress = raw["EGRESS_POLICY"]
 	if err := runtime.CheckEgress(s.Egress); errors.Is(err, runtime.ErrInvalid) {
-		return usageErr("EGRESS_POLICY %q is not none or allow", s.Egress)
+		return settingErr("EGRESS_POLICY", "EGRESS_POLICY %q is not none or allow", s.Egress)
 	} else if err != nil {
-		return usageErr("EGRESS_POLICY allow: %v", err)
+		return settingErr("EGRESS_POLICY", "EGRESS_POLICY allow: %v", err)
 	}
 	mb, err := strconv.ParseInt(raw["LOG_LIMIT_MB"], 10, 64)
 	if err != nil || mb < 1 || mb > 1<<20 {
-		return usageErr("LOG_LIMIT_MB %q is not a number of MiB from 1 to 1048576", raw["LOG_LIMIT_MB"])
+		return settingErr("LOG_LIMIT_MB", "LOG_LIMIT_MB %q is not a number of MiB from 1 to 1048576", raw["LOG_LIMIT_MB"])
 	}
 	s.LogLimitBytes = mb << 20
 	mb, err = strconv.ParseInt(raw["MODEL_CACHE_LIMIT_MB"], 10, 64)
 	if err != nil || mb < 0 || mb > 1<<30 {
-		return usageErr("MODEL_CACHE_LIMIT_MB %q is not a number of MiB from 0 to 1073741824", raw["MODEL_CACHE_LIMIT_MB"])
+		return settingErr("MODEL_CACHE_LIMIT_MB", "MODEL_CACHE_LIMIT_MB %q is not a number of MiB from 0 to 1073741824", raw["MODEL_CACHE_LIMIT_MB"])
 	}
 	s.ModelCacheLimitBytes = mb << 20
 	s.ModelCacheDir = raw["MODEL_CACHE_DIR"]

@@ -23,7 +23,7 @@ func (c *Config) parseUpload(raw map[string]string) error {
 	if c.Upload == "" {
 		switch {
 		case c.PinataJWT != "" && c.UploadURL != "":
-			return usageErr("both IPFS_UPLOAD_URL and PINATA_JWT are set: set IPFS_UPLOAD to kubo or pinata")
+			return settingErr("IPFS_UPLOAD_URL", "both IPFS_UPLOAD_URL and PINATA_JWT are set: set IPFS_UPLOAD to kubo or pinata")
 		case c.PinataJWT != "":
 			c.Upload = uploadPinata
 		default:
@@ -39,19 +39,19 @@ func (c *Config) parseUpload(raw map[string]string) error {
 		if c.UploadURL == "" && c.Local() {
 			c.UploadURL = c.PrimaryRPC()
 		} else if c.UploadURL == "" {
-			return usageErr("IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL), or set PINATA_JWT to upload to Pinata", c.Network)
+			return settingErr("IPFS_UPLOAD_URL", "IPFS_UPLOAD_URL is required on %s (a kubo RPC API base URL), or set PINATA_JWT to upload to Pinata", c.Network)
 		} else if !httpURL(c.UploadURL) {
-			return usageErr("IPFS_UPLOAD_URL %q is not an http(s) URL", redactURL(c.UploadURL))
+			return settingErr("IPFS_UPLOAD_URL", "IPFS_UPLOAD_URL %q is not an http(s) URL", redactURL(c.UploadURL))
 		}
 	case uploadPinata:
 		if c.PinataJWT == "" {
-			return usageErr("IPFS_UPLOAD=pinata needs PINATA_JWT (a Pinata API key's JWT, in the environment or the env file)")
+			return settingErr("PINATA_JWT", "IPFS_UPLOAD=pinata needs PINATA_JWT (a Pinata API key's JWT, in the environment or the env file)")
 		}
 		if !httpURL(c.PinataURL) {
-			return usageErr("PINATA_API_URL %q is not an http(s) URL", c.PinataURL)
+			return settingErr("PINATA_API_URL", "PINATA_API_URL %q is not an http(s) URL", c.PinataURL)
 		}
 	default:
-		return usageErr("IPFS_UPLOAD %q is not kubo or pinata", c.Upload)
+		return settingErr("IPFS_UPLOAD", "IPFS_UPLOAD %q is not kubo or pinata", c.Upload)
 	}
 	return nil
 }
