@@ -91,6 +91,9 @@ func (s *swappableTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 func (w *worker) healthSource(loop *fsm.Loop, started time.Time) func(context.Context) (*statusapi.Health, error) {
 	var mu sync.Mutex
 	var last *statusapi.Health
+	// CPU is measured between successive answers (no 200 ms wait per
+	// request); GPUs come from the health monitor's latest sample.
+	host := &hardware.HostSampler{DiskPath: w.cfg.DataDir}
 	return func(ctx context.Context) (*statusapi.Health, error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -99,7 +102,7 @@ func (w *worker) healthSource(loop *fsm.Loop, started time.Time) func(context.Co
 		}
 		h := &statusapi.Health{At: time.Now().UTC(), ActiveJobs: loop.Active(), UptimeSeconds: time.Since(started).Seconds(),
 			GPUs: []statusapi.GPUHealth{}}
-		s, err := hardware.Sample(ctx, w.cfg.DataDir)
+		s, err := host.Sample(ctx)
 		if err != nil {
 			h.Error = err.Error()
 		} else {
