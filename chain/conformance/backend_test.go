@@ -163,19 +163,9 @@ func (b *backend) blockhash(t *testing.T) solana.Hash {
 // buildTx signs ixs paid by signers[0] under bh.
 func buildTx(t *testing.T, bh solana.Hash, signers []solana.PrivateKey, ixs ...solana.Instruction) *solana.Transaction {
 	t.Helper()
-	tx, err := solana.NewTransaction(ixs, bh, solana.TransactionPayer(signers[0].PublicKey()))
+	tx, err := localnet.NewSignedTransaction(bh, signers, ixs...)
 	if err != nil {
-		t.Fatalf("build tx: %v", err)
-	}
-	if _, err := tx.Sign(func(k solana.PublicKey) *solana.PrivateKey {
-		for i := range signers {
-			if signers[i].PublicKey() == k {
-				return &signers[i]
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("sign: %v", err)
+		t.Fatal(err)
 	}
 	return tx
 }

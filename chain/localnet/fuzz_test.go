@@ -32,18 +32,8 @@ func seedTransactions(f *testing.F, s *Server) [][]byte {
 	payer, node := solana.NewWallet().PrivateKey, solana.NewWallet().PrivateKey
 	_, bh, _ := s.bank.latestBlockhash()
 	mk := func(signers []solana.PrivateKey, ixs ...solana.Instruction) []byte {
-		tx, err := solana.NewTransaction(ixs, bh, solana.TransactionPayer(signers[0].PublicKey()))
+		tx, err := NewSignedTransaction(bh, signers, ixs...)
 		if err != nil {
-			f.Fatal(err)
-		}
-		if _, err := tx.Sign(func(k solana.PublicKey) *solana.PrivateKey {
-			for i := range signers {
-				if signers[i].PublicKey() == k {
-					return &signers[i]
-				}
-			}
-			return nil
-		}); err != nil {
 			f.Fatal(err)
 		}
 		b, err := tx.MarshalBinary()

@@ -121,20 +121,11 @@ func loadOrCreateKeypair(path string) (solana.PrivateKey, error) {
 // (ignored by the localnet) carries nonce so that equal airdrops under one
 // blockhash still have distinct signatures.
 func faucetTransfer(faucet solana.PrivateKey, to solana.PublicKey, lamports uint64, nonce uint64, bh solana.Hash) (*solana.Transaction, error) {
-	tx, err := solana.NewTransaction([]solana.Instruction{
+	tx, err := NewSignedTransaction(bh, []solana.PrivateKey{faucet},
 		computebudget.NewSetComputeUnitPriceInstruction(nonce).Build(),
-		system.NewTransferInstruction(lamports, faucet.PublicKey(), to).Build(),
-	}, bh, solana.TransactionPayer(faucet.PublicKey()))
+		system.NewTransferInstruction(lamports, faucet.PublicKey(), to).Build())
 	if err != nil {
-		return nil, fmt.Errorf("build airdrop: %w", err)
-	}
-	if _, err := tx.Sign(func(k solana.PublicKey) *solana.PrivateKey {
-		if k == faucet.PublicKey() {
-			return &faucet
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("sign airdrop: %w", err)
+		return nil, fmt.Errorf("airdrop: %w", err)
 	}
 	return tx, nil
 }
@@ -203,22 +194,10 @@ func (b *bank) createMarket(authority solana.PrivateKey, price uint64, timeout i
 		return solana.PublicKey{}, fmt.Errorf("vault PDA: %w", err)
 	}
 	_, bh, _ := b.latestBlockhash()
-	tx, err := solana.NewTransaction([]solana.Instruction{
-		chain.NewCreateMarketInstruction(b.marketsID, market.PublicKey(), authority.PublicKey(), vault, price, timeout, min),
-	}, bh, solana.TransactionPayer(authority.PublicKey()))
+	tx, err := NewSignedTransaction(bh, []solana.PrivateKey{authority, market},
+		chain.NewCreateMarketInstruction(b.marketsID, market.PublicKey(), authority.PublicKey(), vault, price, timeout, min))
 	if err != nil {
-		return solana.PublicKey{}, fmt.Errorf("build create_market: %w", err)
-	}
-	if _, err := tx.Sign(func(k solana.PublicKey) *solana.PrivateKey {
-		switch k {
-		case authority.PublicKey():
-			return &authority
-		case market.PublicKey():
-			return &market
-		}
-		return nil
-	}); err != nil {
-		return solana.PublicKey{}, fmt.Errorf("sign create_market: %w", err)
+		return solana.PublicKey{}, fmt.Errorf("create_market: %w", err)
 	}
 	raw, err := tx.MarshalBinary()
 	if err != nil {

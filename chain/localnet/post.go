@@ -66,17 +66,9 @@ func PostJob(ctx context.Context, rpcURL string, client solana.PrivateKey, marke
 	if err != nil {
 		return job, sig, fmt.Errorf("post job: blockhash: %w", err)
 	}
-	tx, err := solana.NewTransaction([]solana.Instruction{ix}, bh.Value.Blockhash, solana.TransactionPayer(client.PublicKey()))
+	tx, err := NewSignedTransaction(bh.Value.Blockhash, []solana.PrivateKey{client}, ix)
 	if err != nil {
-		return job, sig, fmt.Errorf("post job: build transaction: %w", err)
-	}
-	if _, err := tx.Sign(func(k solana.PublicKey) *solana.PrivateKey {
-		if k == client.PublicKey() {
-			return &client
-		}
-		return nil
-	}); err != nil {
-		return job, sig, fmt.Errorf("post job: sign: %w", err)
+		return job, sig, fmt.Errorf("post job: %w", err)
 	}
 	sig, err = cl.SendTransaction(ctx, tx)
 	if err != nil {
