@@ -14,10 +14,12 @@ import (
 
 	cg1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cg2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	"github.com/rs/zerolog"
 
@@ -124,12 +126,18 @@ func (r *Runtime) RunOp(ctx context.Context, id string, n int, op Op, logPath st
 	cur := rec.op
 
 	t, err := c.Task(ctx, nil)
+	var st client.Status
+	if err == nil {
+		st, err = t.Status(ctx)
+	}
+	if errdefs.IsNotFound(err) {
+		// No live task; containerd may still list one whose delete a crash cut short.
+		if err := clearStaleTask(ctx, r.client, id); err != nil {
+			return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
+		}
+	}
 	switch {
 	case err == nil:
-		st, err := t.Status(ctx)
-		if err != nil {
-			return Exit{}, notFound(fmt.Sprintf("run %s op %d: task status", id, n), err)
-		}
 		if cur == n {
 			switch st.Status {
 			case client.Stopped:
@@ -178,14 +186,9 @@ func (r *Runtime) RunOp(ctx context.Context, id string, n int, op Op, logPath st
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
 		return Exit{}, fmt.Errorf("run %s op %d: log directory: %w", id, n, err)
 	}
-	t, err = c.NewTask(ctx, logCreator(r.logger, logPath, r.logLimit))
+	t, err = r.newTask(ctx, c, logPath)
 	if err != nil {
-		// runc's refusals reach us only as text through the shim's error:
-		// this is the one place that reads it.
-		if strings.Contains(err.Error(), "OCI runtime create failed") {
-			return Exit{}, fmt.Errorf("run %s op %d: %w: %w", id, n, ErrCannotStart, err)
-		}
-		return Exit{}, fmt.Errorf("run %s op %d: create task: %w", id, n, err)
+		return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
 	}
 	stopNet, err := connect(ctx, labels, t)
 	if err != nil {
@@ -200,6 +203,63 @@ func (r *Runtime) RunOp(ctx context.Context, id string, n int, op Op, logPath st
 		return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
 	}
 	return r.wait(ctx, c, t, n, true)
+}
+
+// newTask creates the task of c's current operation (not started), its output
+// going to logPath. A failure that a stale task explains (containerd still lists
+// the previous operation's task, or still removes its bundle, after a delete cut
+// short by a crash) is cleared and retried for up to newTaskPatience. Errors:
+// ErrCannotStart when runc refuses the spec; otherwise the last create error.
+func (r *Runtime) newTask(ctx context.Context, c client.Container, logPath string) (client.Task, error) {
+	backoff := 50 * time.Millisecond
+	deadline := time.Now().Add(newTaskPatience)
+	for {
+		t, err := c.NewTask(ctx, logCreator(r.logger, logPath, r.logLimit))
+		if err == nil {
+			return t, nil
+		}
+		// runc's refusals reach us only as text through the shim's error:
+		// this is the one place that reads it.
+		if strings.Contains(err.Error(), "OCI runtime create failed") {
+			return nil, fmt.Errorf("%w: %w", ErrCannotStart, err)
+		}
+		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+			return nil, fmt.Errorf("create task: %w", err)
+		}
+		zerolog.Ctx(ctx).Info().Err(err).Str("container", c.ID()).Msg("task create failed: clearing a stale task and retrying")
+		if cerr := clearStaleTask(ctx, r.client, c.ID()); cerr != nil {
+			return nil, fmt.Errorf("create task: %w (then %w)", err, cerr)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("create task: %w", err)
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// newTaskPatience bounds how long newTask retries a create that fails for a
+// stale task's sake.
+const newTaskPatience = 10 * time.Second
+
+// clearStaleTask deletes the task containerd lists for container id when no live
+// task answers for it. containerd 1.6 keeps a task in its list, with its shim
+// running, when a Delete is cancelled (the caller died) after the shim removed the
+// runc container: the task then answers NotFound to every lookup, yet blocks a new
+// task ("already exists") and outlives the container as a stray shim. The
+// daemon's own Delete, called by ID, still finds it and removes it. A missing task
+// is not an error.
+func clearStaleTask(ctx context.Context, c *client.Client, id string) error {
+	_, err := c.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	if err == nil {
+		zerolog.Ctx(ctx).Info().Str("container", id).Msg("removed a stale task left by an interrupted delete")
+		return nil
+	}
+	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("clear stale task of %s: %w", id, err)
 }
 
 // connect applies the container's egress policy (LabelEgress) to the network
@@ -462,6 +522,8 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove %s: delete task: %w", id, err)
 		}
 	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove %s: %w", id, err)
+	} else if err := clearStaleTask(ctx, r.client, id); err != nil {
 		return fmt.Errorf("remove %s: %w", id, err)
 	}
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
