@@ -99,7 +99,10 @@ func TestCheckFindsTheFirstBadKey(t *testing.T) {
 		{"index of a job missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).DeleteBucket([]byte("B")) }, "jobrecs/B: no index", ""},
 		{"log sequence behind", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).SetSequence(2) }, "log sequence 2 is behind its last record 6", ""},
 		{"schema not a number", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("two")) }, `schema version "two"`, ""},
-		{"schema 2 without index", func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketJobRecs) }, "schema 2 without bucket jobrecs", ""},
+		{"schema 3 without index", func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketJobRecs) }, "schema 3 without bucket jobrecs", ""},
+		{"derived not a number", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyDerived, []byte("x")) }, `meta/derived "x" is not a sequence number`, ""},
+		{"derived past the log", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyDerived, []byte("7")) }, "meta/derived 7 is past the last record 6", ""},
+		{"derived missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyDerived) }, "schema 3 without meta/derived", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -90,9 +90,6 @@ func (j *Journal) Append(rec Record) (Record, error) {
 // Append.
 func (j *Journal) commit(batch []*pending) {
 	finish := func(p *pending, rec Record, err error) {
-		if errors.Is(err, bolt.ErrIncompatibleValue) { // a bucket where a value belongs, or the reverse
-			err = fmt.Errorf("%w: %v", ErrCorrupt, err)
-		}
 		if err != nil {
 			err = fmt.Errorf("journal append %s %s: %w", p.rec.Job, p.rec.Kind, err)
 		} else {
@@ -101,19 +98,11 @@ func (j *Journal) commit(batch []*pending) {
 		p.err, p.done = err, true
 	}
 	if len(batch) > 1 {
-		out := make([]Record, len(batch))
-		err := j.update(func(tx *bolt.Tx) error {
-			for i, p := range batch {
-				r, err := j.appendTx(tx, p.rec)
-				if err != nil {
-					return err
-				}
-				out[i] = r
-			}
-			return nil
-		})
-		if err == nil {
-			j.group.commits.Add(1)
+		recs := make([]Record, len(batch))
+		for i, p := range batch {
+			recs[i] = p.rec
+		}
+		if out, err := j.write(recs); err == nil {
 			for i, p := range batch {
 				finish(p, out[i], nil)
 			}
@@ -121,16 +110,51 @@ func (j *Journal) commit(batch []*pending) {
 		}
 	}
 	for _, p := range batch {
+		out, err := j.write([]Record{p.rec})
 		var r Record
-		err := j.update(func(tx *bolt.Tx) (err error) {
-			r, err = j.appendTx(tx, p.rec)
-			return err
-		})
 		if err == nil {
-			j.group.commits.Add(1)
+			r = out[0]
 		}
 		finish(p, r, err)
 	}
+}
+
+// write logs recs in one transaction with their derived data (see
+// derived.go), all or none, and returns them as stored. When a due
+// checkpoint fails (a damaged jobs/ or jobrecs/ entry of another job), the
+// records are logged without it: the log is what must not stop.
+func (j *Journal) write(recs []Record) ([]Record, error) {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	checkpoint := j.checkpointDue(len(recs))
+	out, err := j.writeTx(recs, checkpoint)
+	if err != nil && checkpoint && j.schema >= 3 {
+		out, err = j.writeTx(recs, false)
+	}
+	return out, err
+}
+
+// writeTx is one attempt of write; the caller holds j.wmu.
+func (j *Journal) writeTx(recs []Record, checkpoint bool) ([]Record, error) {
+	out := make([]Record, len(recs))
+	err := j.commitDelta(func(tx *bolt.Tx) (*delta, error) {
+		for i := range recs {
+			r, err := j.logTx(tx, recs[i])
+			if err != nil {
+				return nil, err
+			}
+			out[i] = r
+		}
+		return j.derive(tx, out, checkpoint)
+	})
+	if errors.Is(err, bolt.ErrIncompatibleValue) { // a bucket where a value belongs, or the reverse
+		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	j.group.commits.Add(1)
+	return out, nil
 }
 
 // checkNew validates a record before it is appended and sets its time.
@@ -160,19 +184,7 @@ func (j *Journal) AppendBatch(recs []Record) ([]Record, error) {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
 	}
-	err := j.update(func(tx *bolt.Tx) error {
-		for i := range out {
-			r, err := j.appendTx(tx, out[i])
-			if err != nil {
-				return err
-			}
-			out[i] = r
-		}
-		return nil
-	})
-	if errors.Is(err, bolt.ErrIncompatibleValue) {
-		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
+	out, err := j.write(out)
 	if err != nil {
 		return nil, fmt.Errorf("journal append batch: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,14 +99,14 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	}
 }
 
-// TestGroupCommitIsolatesBadRecord: a record that cannot be written (its job
-// index is a value where a bucket belongs) fails only its own Append when it
+// TestGroupCommitIsolatesBadRecord: a record that cannot be written (its
+// job's stored snapshot does not decode) fails only its own Append when it
 // shares a group with good ones.
 func TestGroupCommitIsolatesBadRecord(t *testing.T) {
 	j := open(t, filepath.Join(t.TempDir(), "j.db"))
 	defer j.Close()
-	// Make jobrecs/bad a value: appendTx then fails for job "bad".
-	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("bad"), []byte("x")) }); err != nil {
+	// Make jobs/bad undecodable: deriving its snapshot then fails.
+	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobs).Put([]byte("bad"), []byte("[")) }); err != nil {
 		t.Fatal(err)
 	}
 	batch := []*pending{
@@ -251,5 +252,44 @@ func BenchmarkBareBoltLives(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestBadIndexDoesNotStopAppends: a damaged index entry (jobrecs/bad a value
+// where a bucket belongs) fails the checkpoints, not the appends: every
+// record is still logged and readable, and Check names the damage.
+func TestBadIndexDoesNotStopAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	j := open(t, path)
+	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("bad"), []byte("x")) }); err != nil {
+		t.Fatal(err)
+	}
+	n := 2*checkpointEvery + 3
+	perJob, last := map[string]int{}, map[string]int{}
+	for i := 0; i < n; i++ {
+		job := fmt.Sprintf("job%d", i%5)
+		if i%10 == 0 {
+			job = "bad"
+		}
+		perJob[job]++
+		last[job] = i
+		if _, err := j.Append(Record{Job: job, Kind: KindProgress, Fields: map[string]string{"i": fmt.Sprint(i)}}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	s, err := j.Snapshot("bad")
+	if err != nil || s.Fields["i"] != fmt.Sprint(last["bad"]) {
+		t.Fatalf("snapshot of bad = %+v, %v", s, err)
+	}
+	for _, job := range []string{"job1", "job4"} {
+		if recs, err := j.Records(job); err != nil || len(recs) != perJob[job] {
+			t.Errorf("records of %s: %d, %v; want %d", job, len(recs), err, perJob[job])
+		}
+	}
+	if err := j.Close(); err == nil {
+		t.Error("Close checkpointed over a damaged index without an error")
+	}
+	if err := Check(path); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "jobrecs/bad") {
+		t.Fatalf("Check = %v, want ErrCorrupt naming jobrecs/bad", err)
 	}
 }

@@ -1,6 +1,7 @@
 // Package journal is the worker's only local state: an append-only log of job
-// transitions and intents in a bbolt file, with a per-job snapshot kept in the
-// same transaction as each append.
+// transitions and intents in a bbolt file, with a per-job snapshot and index
+// derived from it (see derived.go: written at checkpoints, rebuilt from the
+// log's tail on Open).
 //
 // The protocol it serves (DESIGN.md, "The crash-consistency protocol"): an
 // intent is appended, durably, before any external effect; the transition is
@@ -9,13 +10,16 @@
 // Layout of the file (schema version SchemaVersion):
 //
 //	meta/schema         -> decimal schema version
-//	log/<seq>           -> JSON Record; seq is a big-endian uint64 from 1
-//	jobs/<job>          -> JSON Snapshot of the job after its last record
+//	meta/derived        -> decimal seq: jobs/ and jobrecs/ cover log/1..derived (schema 3)
+//	log/<seq>           -> Record (JSON); seq is a big-endian uint64 from 1
+//	jobs/<job>          -> JSON Snapshot of the job after its last record ≤ derived
 //	jobrecs/<job>/<seq> -> empty: the job's index into log (schema 2)
 //
-// Schema 1 had no jobrecs. Opening a schema-1 file read-write upgrades it in
-// one bbolt transaction (an interrupted upgrade leaves schema 1 as it was);
-// opening it read-only leaves it as it is and Records scans the log.
+// Schema 1 had no jobrecs; schemas 1 and 2 had no meta/derived and wrote the
+// snapshot and index with every record. Opening an older file read-write
+// upgrades it in one bbolt transaction (an interrupted upgrade leaves it as it
+// was); opening it read-only leaves it as it is (on schema 1, Records scans
+// the log).
 //
 // Open checks the file's page structure before bbolt reads it (see pages.go),
 // so that a damaged file gives ErrCorrupt instead of a crash; Check decodes and
@@ -27,19 +31,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // SchemaVersion is the version of the file layout this package writes.
-// Version 1 (no per-job index) is read, and upgraded on a read-write Open.
-const SchemaVersion = 2
+// Versions 1 (no per-job index) and 2 (derived data written with every
+// record) are read, and upgraded on a read-write Open.
+const SchemaVersion = 3
 
 var (
 	bucketMeta    = []byte("meta")
@@ -162,10 +169,16 @@ type Options struct {
 
 // Journal is an open journal file. Safe for concurrent use.
 type Journal struct {
-	db     *bolt.DB
-	path   string
-	schema int // of the file as opened (after any upgrade); 0: empty read-only file
-	group  group
+	db       *bolt.DB
+	path     string
+	schema   int // of the file as opened (after any upgrade); 0: empty read-only file
+	readOnly bool
+	group    group
+	// wmu serialises the writers (the group's leader, AppendBatch, Close)
+	// from the start of a write transaction to the publication of its
+	// derived data.
+	wmu sync.Mutex
+	ov  overlay
 }
 
 // Open opens or creates the journal at path. It returns an error wrapping
@@ -199,13 +212,12 @@ func openSchema(path string, opts Options, target int) (*Journal, error) {
 	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("journal dir: %w", err)
 	}
-	if opts.ReadOnly {
-	}
 	db, err := openBolt(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{db: db, path: path}
+	j := &Journal{db: db, path: path, readOnly: opts.ReadOnly}
+	j.ov.snaps, j.ov.seqs = map[string]Snapshot{}, map[string][]uint64{}
 	if err := j.checkSchema(opts.ReadOnly, target); err != nil {
 		db.Close()
 		return nil, err
@@ -273,6 +285,11 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 				}
 			}
 			j.schema = target
+			if target >= 3 {
+				if err := tx.Bucket(bucketMeta).Put(keyDerived, []byte("0")); err != nil {
+					return err
+				}
+			}
 			return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(target)))
 		}
 		v, err := strconv.Atoi(string(meta.Get(keySchema)))
@@ -286,11 +303,12 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 		if log == nil || tx.Bucket(bucketJobs) == nil {
 			return fmt.Errorf("%w: %s: missing buckets", ErrCorrupt, j.path)
 		}
+		var last uint64
 		if k, _ := log.Cursor().Last(); k != nil {
 			if len(k) != 8 {
 				return fmt.Errorf("%w: %s: log key %x is not a sequence number", ErrCorrupt, j.path, k)
 			}
-			if last := binary.BigEndian.Uint64(k); log.Sequence() < last {
+			if last = binary.BigEndian.Uint64(k); log.Sequence() < last {
 				// The next Append would overwrite record last.
 				return fmt.Errorf("%w: %s: log sequence %d is behind its last record %d", ErrCorrupt, j.path, log.Sequence(), last)
 			}
@@ -304,6 +322,19 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 				return fmt.Errorf("%w: %s: upgrade from schema 1: %v", ErrCorrupt, j.path, err)
 			}
 			j.schema = 2
+		}
+		if j.schema == 2 && target >= 3 && !readOnly {
+			// Schema 2 wrote the derived data with every record.
+			if err := tx.Bucket(bucketMeta).Put(keyDerived, []byte(strconv.FormatUint(last, 10))); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketMeta).Put(keySchema, []byte("3")); err != nil {
+				return err
+			}
+			j.schema = 3
+		}
+		if err := j.loadTail(tx, !readOnly); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, j.path, err)
 		}
 		return nil
 	}
@@ -384,8 +415,27 @@ func (j *Journal) Path() string { return j.path }
 // schema-1 file opened read-only, 0 for an empty file opened read-only.
 func (j *Journal) Schema() int { return j.schema }
 
-// Close closes the file and releases its lock.
-func (j *Journal) Close() error { return j.db.Close() }
+// Close checkpoints the derived data of the records appended since the last
+// checkpoint (read-write), then closes the file and releases its lock. A
+// failed checkpoint loses nothing (the next Open rebuilds it from the log);
+// its error is returned after the file is closed.
+func (j *Journal) Close() error {
+	var cerr error
+	if !j.readOnly {
+		j.wmu.Lock()
+		if j.ov.pending > 0 {
+			cerr = j.commitDelta(func(tx *bolt.Tx) (*delta, error) { return j.derive(tx, nil, true) })
+		}
+		j.wmu.Unlock()
+	}
+	if err := j.db.Close(); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("journal checkpoint at close: %w", cerr)
+	}
+	return nil
+}
 
 func seqKey(seq uint64) []byte {
 	var k [8]byte
@@ -393,49 +443,38 @@ func seqKey(seq uint64) []byte {
 	return k[:]
 }
 
-// appendTx is Append's work inside tx: the log entry, the job's snapshot
-// and, from schema 2, its index entry.
-func (j *Journal) appendTx(tx *bolt.Tx, rec Record) (Record, error) {
-	log, jobs := tx.Bucket(bucketLog), tx.Bucket(bucketJobs)
+// logTx writes rec under the log's next sequence number in tx and returns
+// it as stored (as a later decode will read it). The derived data are the
+// caller's (derive).
+func (j *Journal) logTx(tx *bolt.Tx, rec Record) (Record, error) {
+	log := tx.Bucket(bucketLog)
 	seq, err := log.NextSequence()
 	if err != nil {
 		return rec, err
 	}
 	rec.Seq = seq
-	b, err := json.Marshal(rec)
+	b, stored, err := storeRecord(rec)
 	if err != nil {
 		return rec, err
 	}
 	if err := log.Put(seqKey(seq), b); err != nil {
 		return rec, err
 	}
-	var snap Snapshot
-	if old := jobs.Get([]byte(rec.Job)); old != nil {
-		if err := json.Unmarshal(old, &snap); err != nil {
-			return rec, fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, rec.Job, err)
-		}
-	}
-	snap.apply(rec)
-	sb, err := json.Marshal(snap)
+	return stored, nil
+}
+
+// storeRecord encodes rec for the log and returns the record as its
+// encoding decodes.
+func storeRecord(rec Record) ([]byte, Record, error) {
+	b, err := json.Marshal(rec)
 	if err != nil {
-		return rec, err
+		return nil, rec, err
 	}
-	if err := jobs.Put([]byte(rec.Job), sb); err != nil {
-		return rec, err
+	var stored Record
+	if err := json.Unmarshal(b, &stored); err != nil {
+		return nil, rec, err
 	}
-	if j.schema >= 2 {
-		idx, err := tx.Bucket(bucketJobRecs).CreateBucketIfNotExists([]byte(rec.Job))
-		if errors.Is(err, bolt.ErrIncompatibleValue) {
-			return rec, fmt.Errorf("%w: jobrecs/%s is not a bucket", ErrCorrupt, rec.Job)
-		}
-		if err != nil {
-			return rec, err
-		}
-		if err := idx.Put(seqKey(seq), []byte{}); err != nil {
-			return rec, err
-		}
-	}
-	return rec, nil
+	return b, stored, nil
 }
 
 func (s *Snapshot) apply(rec Record) {
@@ -470,6 +509,12 @@ func (s *Snapshot) apply(rec Record) {
 
 // Snapshot returns the job's snapshot, or an error wrapping ErrNotFound.
 func (j *Journal) Snapshot(job string) (Snapshot, error) {
+	j.ov.mu.RLock()
+	defer j.ov.mu.RUnlock()
+	if snap, ok := j.ov.snaps[job]; ok {
+		snap.Fields = maps.Clone(snap.Fields) // the stored one is never changed
+		return snap, nil
+	}
 	var snap Snapshot
 	err := j.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJobs)
@@ -490,13 +535,23 @@ func (j *Journal) Snapshot(job string) (Snapshot, error) {
 
 // Snapshots returns every job's snapshot, ordered by job key.
 func (j *Journal) Snapshots() ([]Snapshot, error) {
-	var out []Snapshot
+	j.ov.mu.RLock()
+	defer j.ov.mu.RUnlock()
+	recent := j.ov.snaps
+	out := make([]Snapshot, 0, len(recent))
+	for _, s := range recent {
+		s.Fields = maps.Clone(s.Fields)
+		out = append(out, s)
+	}
 	err := j.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJobs)
 		if b == nil {
 			return nil
 		}
 		return b.ForEach(func(k, v []byte) error {
+			if _, ok := recent[string(k)]; ok {
+				return nil
+			}
 			var s Snapshot
 			if err := json.Unmarshal(v, &s); err != nil {
 				return fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, k, err)
@@ -579,15 +634,25 @@ func (j *Journal) Records(job string) ([]Record, error) {
 	if j.schema < 2 {
 		return j.scanRecords(job)
 	}
+	j.ov.mu.RLock()
+	defer j.ov.mu.RUnlock()
+	recent := j.ov.seqs[job]
 	var out []Record
 	err := j.view(func(tx *bolt.Tx) error {
-		idx := tx.Bucket(bucketJobRecs).Bucket([]byte(job))
-		if idx == nil {
-			return nil
+		var seqs []uint64
+		if idx := tx.Bucket(bucketJobRecs).Bucket([]byte(job)); idx != nil {
+			c := idx.Cursor()
+			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				if len(k) != 8 {
+					return fmt.Errorf("%w: jobrecs/%s/%x: not a sequence number", ErrCorrupt, job, k)
+				}
+				seqs = append(seqs, binary.BigEndian.Uint64(k))
+			}
 		}
+		seqs = append(seqs, recent...)
 		log := tx.Bucket(bucketLog)
-		c := idx.Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		for _, seq := range seqs {
+			k := seqKey(seq)
 			v := log.Get(k)
 			if v == nil {
 				return fmt.Errorf("%w: jobrecs/%s/%x: no such record in the log", ErrCorrupt, job, k)

@@ -253,7 +253,7 @@ func TestUpgradeCommittedV1File(t *testing.T) {
 	}
 
 	j := open(t, path) // upgrades
-	if j.Schema() != 2 {
+	if j.Schema() != SchemaVersion {
 		t.Fatalf("after upgrade Schema() = %d", j.Schema())
 	}
 	snaps, err := j.Snapshots()
@@ -284,14 +284,14 @@ func TestUpgradeCommittedV1File(t *testing.T) {
 		t.Fatalf("append after upgrade: seq %d, %d records", rec.Seq, len(recs))
 	}
 	j.Close()
-	if got := schemaOf(t, path); got != "2+jobrecs" {
+	if got := schemaOf(t, path); got != "3+jobrecs" {
 		t.Fatalf("upgraded file: schema %q", got)
 	}
 	if err := Check(path); err != nil {
 		t.Fatalf("check after upgrade: %v", err)
 	}
 	j = open(t, path)
-	if j.Schema() != 2 {
+	if j.Schema() != SchemaVersion {
 		t.Fatalf("reopen: schema %d", j.Schema())
 	}
 	j.Close()
@@ -445,7 +445,8 @@ func buildJournalSchema(b testing.TB, path string, n, jobs, schema int) *Journal
 	}
 	at := time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC)
 	for done := 0; done < n; {
-		err := j.db.Update(func(tx *bolt.Tx) error {
+		var batch []Record
+		func() {
 			for k := 0; k < 5000 && done < n; k, done = k+1, done+1 {
 				rec := Record{Job: fmt.Sprintf("job%04d", done%jobs), Kind: KindProgress, At: at.Add(time.Duration(done) * time.Millisecond),
 					Fields: map[string]string{"op.0.exit": "0", "op.0.ms": fmt.Sprint(done)}}
@@ -453,13 +454,10 @@ func buildJournalSchema(b testing.TB, path string, n, jobs, schema int) *Journal
 					rec = Record{Job: rec.Job, Kind: KindIntent, At: rec.At, Intent: IntentTx,
 						Tx: &TxIntent{Instruction: "finish_job", Signature: strings.Repeat("5", 88), Raw: make([]byte, 300), LastValidBlockHeight: 2800150}}
 				}
-				if _, err := j.appendTx(tx, rec); err != nil {
-					return err
-				}
+				batch = append(batch, rec)
 			}
-			return nil
-		})
-		if err != nil {
+		}()
+		if _, err := j.AppendBatch(batch); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,0 +1,237 @@
+package journal
+
+import (
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// derivedOf reads meta/derived of a closed journal file.
+func derivedOf(t *testing.T, path string) string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v string
+	db.View(func(tx *bolt.Tx) error { v = string(tx.Bucket(bucketMeta).Get(keyDerived)); return nil })
+	return v
+}
+
+// appendAll appends n progress records round-robin over jobs and returns the
+// expected snapshot fields and record counts.
+func appendAll(t *testing.T, j *Journal, n int, jobs []string) map[string]int {
+	t.Helper()
+	count := map[string]int{}
+	for i := 0; i < n; i++ {
+		job := jobs[i%len(jobs)]
+		if _, err := j.Append(Record{Job: job, Kind: KindProgress, Fields: map[string]string{"i": strconv.Itoa(i), job: "x"}}); err != nil {
+			t.Fatal(err)
+		}
+		count[job]++
+	}
+	return count
+}
+
+// TestCrashLosesOnlyTheOverlay: records acknowledged but not yet checkpointed
+// are in the log only; a process that dies there (the file closed without
+// Close's checkpoint) leaves a journal whose read-only Open folds the tail in
+// memory (the file unchanged) and whose read-write Open checkpoints it: both
+// give the same snapshots and records as the live journal did.
+func TestCrashLosesOnlyTheOverlay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	j := open(t, path)
+	jobs := []string{"a", "b", "c"}
+	n := checkpointEvery + checkpointEvery/2
+	count := appendAll(t, j, n, jobs)
+	if j.ov.derived != uint64(checkpointEvery) || j.ov.pending != n-checkpointEvery {
+		t.Fatalf("overlay: derived %d, pending %d; want %d, %d", j.ov.derived, j.ov.pending, checkpointEvery, n-checkpointEvery)
+	}
+	live, err := j.Snapshots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	liveRecs := map[string][]Record{}
+	for _, job := range jobs {
+		if liveRecs[job], err = j.Records(job); err != nil || len(liveRecs[job]) != count[job] {
+			t.Fatalf("live records of %s: %d, %v; want %d", job, len(liveRecs[job]), err, count[job])
+		}
+	}
+	j.db.Close() // the crash: no checkpoint
+	if got := derivedOf(t, path); got != strconv.Itoa(checkpointEvery) {
+		t.Fatalf("meta/derived after the crash = %s, want %d", got, checkpointEvery)
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("check with an unfolded tail: %v", err)
+	}
+	before := fileSum(t, path)
+
+	for _, readOnly := range []bool{true, false} {
+		j, err := Open(path, Options{ReadOnly: readOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps, err := j.Snapshots()
+		if err != nil || !reflect.DeepEqual(snaps, live) {
+			t.Errorf("read-only %v: snapshots after the crash differ from the live ones (%v)\n got %+v\nwant %+v", readOnly, err, snaps, live)
+		}
+		for _, job := range jobs {
+			recs, err := j.Records(job)
+			if err != nil || !reflect.DeepEqual(recs, liveRecs[job]) {
+				t.Errorf("read-only %v: records of %s after the crash: %d, %v; want %d", readOnly, job, len(recs), err, len(liveRecs[job]))
+			}
+			s, err := j.Snapshot(job)
+			if err != nil || s.LastSeq != liveRecs[job][len(liveRecs[job])-1].Seq {
+				t.Errorf("read-only %v: snapshot of %s: %+v, %v", readOnly, job, s, err)
+			}
+		}
+		if readOnly {
+			j.Close()
+			if fileSum(t, path) != before {
+				t.Fatal("a read-only open changed the file")
+			}
+			continue
+		}
+		// The read-write Open checkpointed the tail: nothing is pending.
+		if j.ov.pending != 0 || j.ov.derived != uint64(n) {
+			t.Errorf("read-write open: pending %d, derived %d; want 0, %d", j.ov.pending, j.ov.derived, n)
+		}
+		j.Close()
+		if got := derivedOf(t, path); got != strconv.Itoa(n) {
+			t.Errorf("meta/derived after a read-write open = %s, want %d", got, n)
+		}
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("check after recovery: %v", err)
+	}
+}
+
+// TestCloseCheckpoints: a clean Close leaves nothing to fold.
+func TestCloseCheckpoints(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	j := open(t, path)
+	appendAll(t, j, 10, []string{"a", "b"})
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := derivedOf(t, path); got != "10" {
+		t.Fatalf("meta/derived after Close = %s, want 10", got)
+	}
+	if err := Check(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpgradeSchema2: a schema-2 file (derived data with every record, no
+// meta/derived) reads as it is read-only and is upgraded read-write, with
+// meta/derived at its last record.
+func TestUpgradeSchema2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	j, err := openSchema(path, Options{}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := appendAll(t, j, 40, []string{"a", "b", "c"})
+	j.Close()
+	if got := schemaOf(t, path); got != "2+jobrecs" {
+		t.Fatalf("schema-2 file: %q", got)
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("check of the schema-2 file: %v", err)
+	}
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro.Schema() != 2 {
+		t.Fatalf("read-only schema %d", ro.Schema())
+	}
+	if recs, err := ro.Records("b"); err != nil || len(recs) != count["b"] {
+		t.Fatalf("read-only records of b: %d, %v", len(recs), err)
+	}
+	ro.Close()
+	j = open(t, path)
+	if j.Schema() != SchemaVersion {
+		t.Fatalf("after upgrade: schema %d", j.Schema())
+	}
+	appendAll(t, j, 5, []string{"a"})
+	if recs, err := j.Records("a"); err != nil || len(recs) != count["a"]+5 {
+		t.Fatalf("records of a after upgrade: %d, %v", len(recs), err)
+	}
+	j.Close()
+	if got, d := schemaOf(t, path), derivedOf(t, path); got != "3+jobrecs" || d != "45" {
+		t.Fatalf("upgraded file: schema %q, derived %q", got, d)
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("check after upgrade: %v", err)
+	}
+}
+
+// TestReadersDuringCheckpoints: readers running while appends cross
+// checkpoints never see a job's records go back, repeat or skip, nor its
+// snapshot run behind the records they saw before (run with -race).
+func TestReadersDuringCheckpoints(t *testing.T) {
+	j := open(t, filepath.Join(t.TempDir(), "j.db"))
+	defer j.Close()
+	jobs := []string{"a", "b", "c", "d"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, len(jobs))
+	for _, job := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seen := 0
+			var lastSeq uint64
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				recs, err := j.Records(job)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(recs) < seen {
+					errs <- fmt.Errorf("%s: %d records after %d", job, len(recs), seen)
+					return
+				}
+				for i, r := range recs {
+					if r.Fields["n"] != strconv.Itoa(i) {
+						errs <- fmt.Errorf("%s: record %d is the job's #%s", job, i, r.Fields["n"])
+						return
+					}
+				}
+				seen = len(recs)
+				s, err := j.Snapshot(job)
+				if seen > 0 && (err != nil || s.LastSeq < recs[seen-1].Seq || s.LastSeq < lastSeq) {
+					errs <- fmt.Errorf("%s: snapshot %+v (%v) behind record %d", job, s, err, recs[seen-1].Seq)
+					return
+				}
+				lastSeq = s.LastSeq
+			}
+		}()
+	}
+	n := map[string]int{}
+	for i := 0; i < 3*checkpointEvery; i++ {
+		job := jobs[i%len(jobs)]
+		if _, err := j.Append(Record{Job: job, Kind: KindProgress, Fields: map[string]string{"n": strconv.Itoa(n[job])}}); err != nil {
+			t.Fatal(err)
+		}
+		n[job]++
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
