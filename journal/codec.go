@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -360,8 +361,7 @@ func unmarshalRecord(v []byte, rec *Record) error {
 		if err := d.record(rec, 1, len(v)); err != nil {
 			return err
 		}
-		d.assign(rec)
-		return nil
+		return d.assign(rec)
 	default:
 		return fmt.Errorf("record value starts with byte 0x%02x: neither a JSON record ('{') nor a binary record (0x01)", v[0])
 	}
@@ -397,6 +397,7 @@ type strRef struct {
 // array (then in more) so that a decoder on the stack stays there.
 type recordDecoder struct {
 	src  []byte
+	f    wireField // the field next read last
 	refs [32]strRef
 	n    int      // refs in use
 	more []strRef // strRefs after the first len(refs)
@@ -425,245 +426,331 @@ func binErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errBinaryRecord, fmt.Sprintf(format, args...))
 }
 
-// walk calls fn for every field of the message src[start:end]; for a
-// bytes-type field, val is the offset of its bytes and n their length; for a
-// varint or fixed64 field, x is its value. Every field's value has been
-// consumed before fn sees it, so fn skips an unknown field by returning nil.
-func (d *recordDecoder) walk(msg string, start, end int, fn func(num protowire.Number, typ protowire.Type, off, n int, x uint64) error) error {
-	for i := start; i < end; {
-		num, typ, n := protowire.ConsumeTag(d.src[i:end])
-		if n < 0 {
-			return binErr("%s: tag at byte %d: %v", msg, i, protowire.ParseError(n))
+// wireField is one field of a message: for the bytes wire type, its bytes
+// are src[off:off+n]; for varint and fixed64, x is its value. A field of any
+// other wire type has been skipped over.
+type wireField struct {
+	num    protowire.Number
+	typ    protowire.Type
+	off, n int
+	x      uint64
+}
+
+// next reads the field at src[i:end] (of message msg, for errors) into
+// d.f and returns the offset after it. d.f is read before the next call
+// (a nested message's decoding reuses it).
+func (d *recordDecoder) next(msg string, i, end int) (int, error) {
+	f := &d.f
+	// Fast path: a one-byte tag of field 1..15 with a one-byte varint or
+	// length, as most fields of a record are; anything else takes the
+	// general path below.
+	if i+1 < end {
+		tag, b := d.src[i], d.src[i+1]
+		if tag < 0x80 && tag>>3 != 0 && b < 0x80 {
+			switch protowire.Type(tag & 7) {
+			case protowire.VarintType:
+				f.num, f.typ, f.off, f.n, f.x = protowire.Number(tag>>3), protowire.VarintType, 0, 0, uint64(b)
+				return i + 2, nil
+			case protowire.BytesType:
+				if l := int(b); l <= end-i-2 {
+					f.num, f.typ, f.off, f.n, f.x = protowire.Number(tag>>3), protowire.BytesType, i+2, l, 0
+					return i + 2 + l, nil
+				}
+			}
 		}
-		i += n
-		var off, l int
-		var x uint64
-		switch typ {
-		case protowire.VarintType:
-			x, n = protowire.ConsumeVarint(d.src[i:end])
-		case protowire.Fixed64Type:
-			x, n = protowire.ConsumeFixed64(d.src[i:end])
-		case protowire.BytesType:
-			var b []byte
-			b, n = protowire.ConsumeBytes(d.src[i:end])
-			off, l = i+n-len(b), len(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, d.src[i:end])
-		}
-		if n < 0 {
-			return binErr("%s: field %d at byte %d: %v", msg, num, i, protowire.ParseError(n))
-		}
-		if err := fn(num, typ, off, l, x); err != nil {
-			return err
-		}
-		i += n
+	}
+	num, typ, n := protowire.ConsumeTag(d.src[i:end])
+	if n < 0 {
+		return 0, tagErr(msg, i, n)
+	}
+	f.num, f.typ, f.off, f.n, f.x = num, typ, 0, 0, 0
+	i += n
+	switch typ {
+	case protowire.VarintType:
+		f.x, n = protowire.ConsumeVarint(d.src[i:end])
+	case protowire.Fixed64Type:
+		f.x, n = protowire.ConsumeFixed64(d.src[i:end])
+	case protowire.BytesType:
+		var b []byte
+		b, n = protowire.ConsumeBytes(d.src[i:end])
+		f.off, f.n = i+n-len(b), len(b)
+	default:
+		n = protowire.ConsumeFieldValue(num, typ, d.src[i:end])
+	}
+	if n < 0 {
+		return 0, valueErr(msg, num, i, n)
+	}
+	return i + n, nil
+}
+
+// want checks f's wire type.
+func (f *wireField) want(msg string, typ protowire.Type) error {
+	if f.typ != typ {
+		return typeErr(msg, f.num, f.typ, typ)
 	}
 	return nil
 }
 
-func wantType(msg string, num protowire.Number, typ, want protowire.Type) error {
-	if typ != want {
-		return binErr("%s: field %d has wire type %d, want %d", msg, num, typ, want)
-	}
-	return nil
+// The errors of next and want, out of line so that the decoding loop's
+// frames stay small.
+
+//go:noinline
+func tagErr(msg string, at, code int) error {
+	return binErr("%s: tag at byte %d: %v", msg, at, protowire.ParseError(code))
 }
 
-// str records a string field after checking its type and UTF-8.
-func (d *recordDecoder) str(msg string, num protowire.Number, typ protowire.Type, field uint8, off, n int) error {
-	if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
+//go:noinline
+func valueErr(msg string, num protowire.Number, at, code int) error {
+	return binErr("%s: field %d at byte %d: %v", msg, num, at, protowire.ParseError(code))
+}
+
+//go:noinline
+func typeErr(msg string, num protowire.Number, typ, want protowire.Type) error {
+	return binErr("%s: field %d has wire type %d, want %d", msg, num, typ, want)
+}
+
+// str records a string field after checking its type; its UTF-8 is
+// checked by assign.
+func (d *recordDecoder) str(msg string, f *wireField, field uint8) error {
+	if err := f.want(msg, protowire.BytesType); err != nil {
 		return err
 	}
-	if !utf8.Valid(d.src[off : off+n]) {
-		return binErr("%s: field %d is not valid UTF-8", msg, num)
-	}
-	d.add(strRef{field, off, n})
+	d.add(strRef{field, f.off, f.n})
 	return nil
 }
 
-func (d *recordDecoder) record(rec *Record, start, end int) error {
+// record decodes the Record message src[i:end]. Every loop over a
+// message's fields below skips a field number it does not know.
+func (d *recordDecoder) record(rec *Record, i, end int) error {
 	const msg = "record"
-	return d.walk(msg, start, end, func(num protowire.Number, typ protowire.Type, off, n int, x uint64) error {
-		switch num {
-		case recSeq:
-			rec.Seq = x
-			return wantType(msg, num, typ, protowire.VarintType)
-		case recJob:
-			return d.str(msg, num, typ, sJob, off, n)
-		case recKind:
-			return d.str(msg, num, typ, sKind, off, n)
-		case recAt:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			t, err := d.timestamp("record.at", off, off+n)
-			rec.At = t
+	f := &d.f
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
 			return err
-		case recEvent:
-			return d.str(msg, num, typ, sEvent, off, n)
-		case recFrom:
-			return d.str(msg, num, typ, sFrom, off, n)
-		case recTo:
-			return d.str(msg, num, typ, sTo, off, n)
-		case recIntent:
-			return d.str(msg, num, typ, sIntent, off, n)
-		case recTx:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			if rec.Tx == nil {
-				rec.Tx = &TxIntent{}
-			}
-			return d.tx(rec.Tx, off, off+n)
-		case recContainer:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			if rec.Container == nil {
-				rec.Container = &ContainerIntent{}
-			}
-			return d.container(rec.Container, off, off+n)
-		case recOp:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			if rec.Op == nil {
-				rec.Op = &OpIntent{}
-			}
-			op := rec.Op
-			return d.walk("record.op", off, off+n, func(num protowire.Number, typ protowire.Type, _, _ int, x uint64) error {
-				if num != 1 {
-					return nil
-				}
-				op.Index = int(int64(x))
-				return wantType("record.op", num, typ, protowire.VarintType)
-			})
-		case recUpload:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			if rec.Upload == nil {
-				rec.Upload = &UploadIntent{}
-			}
-			return d.walk("record.upload", off, off+n, func(num protowire.Number, typ protowire.Type, off, n int, _ uint64) error {
-				switch num {
-				case 1:
-					return d.str("record.upload", num, typ, sUploadWhat, off, n)
-				case 2:
-					return d.str("record.upload", num, typ, sUploadCID, off, n)
-				}
-				return nil
-			})
-		case recFields:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			return d.fieldEntry(off, off+n)
 		}
-		return nil
-	})
+		i = next
+		switch f.num {
+		case recSeq:
+			err = f.want(msg, protowire.VarintType)
+			rec.Seq = f.x
+		case recJob:
+			err = d.str(msg, f, sJob)
+		case recKind:
+			err = d.str(msg, f, sKind)
+		case recAt:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				rec.At, err = d.timestamp("record.at", f.off, f.off+f.n)
+			}
+		case recEvent:
+			err = d.str(msg, f, sEvent)
+		case recFrom:
+			err = d.str(msg, f, sFrom)
+		case recTo:
+			err = d.str(msg, f, sTo)
+		case recIntent:
+			err = d.str(msg, f, sIntent)
+		case recTx:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				if rec.Tx == nil {
+					rec.Tx = &TxIntent{}
+				}
+				err = d.tx(rec.Tx, f.off, f.off+f.n)
+			}
+		case recContainer:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				if rec.Container == nil {
+					rec.Container = &ContainerIntent{}
+				}
+				err = d.container(rec.Container, f.off, f.off+f.n)
+			}
+		case recOp:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				if rec.Op == nil {
+					rec.Op = &OpIntent{}
+				}
+				err = d.op(rec.Op, f.off, f.off+f.n)
+			}
+		case recUpload:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				if rec.Upload == nil {
+					rec.Upload = &UploadIntent{}
+				}
+				err = d.upload(f.off, f.off+f.n)
+			}
+		case recFields:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				err = d.fieldEntry(f.off, f.off+f.n)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (d *recordDecoder) fieldEntry(start, end int) error {
+func (d *recordDecoder) fieldEntry(i, end int) error {
 	const msg = "record.fields"
+	f := &d.f
 	key, value := strRef{field: sFieldKey}, strRef{field: sFieldValue}
-	err := d.walk(msg, start, end, func(num protowire.Number, typ protowire.Type, off, n int, _ uint64) error {
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
+			return err
+		}
+		i = next
 		var ref *strRef
-		switch num {
+		switch f.num {
 		case 1:
 			ref = &key
 		case 2:
 			ref = &value
 		default:
-			return nil
+			continue
 		}
-		if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
+		if err := f.want(msg, protowire.BytesType); err != nil {
 			return err
 		}
-		if !utf8.Valid(d.src[off : off+n]) {
-			return binErr("%s: field %d is not valid UTF-8", msg, num)
-		}
-		ref.off, ref.n = off, n
-		return nil
-	})
+		ref.off, ref.n = f.off, f.n
+	}
 	d.add(key)
 	d.add(value)
-	return err
+	return nil
 }
 
-func (d *recordDecoder) tx(tx *TxIntent, start, end int) error {
+func (d *recordDecoder) tx(tx *TxIntent, i, end int) error {
 	const msg = "record.tx"
-	return d.walk(msg, start, end, func(num protowire.Number, typ protowire.Type, off, n int, x uint64) error {
-		switch num {
-		case 1:
-			return d.str(msg, num, typ, sTxInstruction, off, n)
-		case 2:
-			return d.str(msg, num, typ, sTxSignature, off, n)
-		case 3:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
-				return err
-			}
-			if n == 0 {
-				tx.Raw = nil
-			} else {
-				tx.Raw = append([]byte(nil), d.src[off:off+n]...)
-			}
-			return nil
-		case 4:
-			tx.LastValidBlockHeight = x
-			return wantType(msg, num, typ, protowire.VarintType)
+	f := &d.f
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+		i = next
+		switch f.num {
+		case 1:
+			err = d.str(msg, f, sTxInstruction)
+		case 2:
+			err = d.str(msg, f, sTxSignature)
+		case 3:
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				tx.Raw = nil
+				if f.n > 0 {
+					tx.Raw = append([]byte(nil), d.src[f.off:f.off+f.n]...)
+				}
+			}
+		case 4:
+			err = f.want(msg, protowire.VarintType)
+			tx.LastValidBlockHeight = f.x
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (d *recordDecoder) container(c *ContainerIntent, start, end int) error {
+func (d *recordDecoder) container(c *ContainerIntent, i, end int) error {
 	const msg = "record.container"
-	return d.walk(msg, start, end, func(num protowire.Number, typ protowire.Type, off, n int, x uint64) error {
-		switch num {
+	f := &d.f
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
+			return err
+		}
+		i = next
+		switch f.num {
 		case 1:
-			return d.str(msg, num, typ, sContainerID, off, n)
+			err = d.str(msg, f, sContainerID)
 		case 2:
-			c.Attempt = int(int64(x))
-			return wantType(msg, num, typ, protowire.VarintType)
+			err = f.want(msg, protowire.VarintType)
+			c.Attempt = int(int64(f.x))
 		case 3:
-			if err := wantType(msg, num, typ, protowire.BytesType); err != nil {
+			if err = f.want(msg, protowire.BytesType); err == nil {
+				c.Deadline, err = d.timestamp("record.container.deadline", f.off, f.off+f.n)
+			}
+		case 4:
+			err = d.str(msg, f, sContainerImage)
+		case 5:
+			err = d.str(msg, f, sContainerGPU)
+		case 6:
+			err = f.want(msg, protowire.Fixed64Type)
+			c.CPUs = math.Float64frombits(f.x)
+		case 7:
+			err = f.want(msg, protowire.VarintType)
+			c.MemoryBytes = int64(f.x)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *recordDecoder) op(op *OpIntent, i, end int) error {
+	const msg = "record.op"
+	f := &d.f
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
+			return err
+		}
+		i = next
+		if f.num == 1 {
+			if err := f.want(msg, protowire.VarintType); err != nil {
 				return err
 			}
-			t, err := d.timestamp("record.container.deadline", off, off+n)
-			c.Deadline = t
-			return err
-		case 4:
-			return d.str(msg, num, typ, sContainerImage, off, n)
-		case 5:
-			return d.str(msg, num, typ, sContainerGPU, off, n)
-		case 6:
-			c.CPUs = math.Float64frombits(x)
-			return wantType(msg, num, typ, protowire.Fixed64Type)
-		case 7:
-			c.MemoryBytes = int64(x)
-			return wantType(msg, num, typ, protowire.VarintType)
+			op.Index = int(int64(f.x))
 		}
-		return nil
-	})
+	}
+	return nil
+}
+
+func (d *recordDecoder) upload(i, end int) error {
+	const msg = "record.upload"
+	f := &d.f
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
+			return err
+		}
+		i = next
+		switch f.num {
+		case 1:
+			err = d.str(msg, f, sUploadWhat)
+		case 2:
+			err = d.str(msg, f, sUploadCID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // timestamp decodes a Timestamp message as a UTC time.
-func (d *recordDecoder) timestamp(msg string, start, end int) (time.Time, error) {
+func (d *recordDecoder) timestamp(msg string, i, end int) (time.Time, error) {
+	f := &d.f
 	var secs int64
 	var nanos uint64
-	err := d.walk(msg, start, end, func(num protowire.Number, typ protowire.Type, _, _ int, x uint64) error {
-		switch num {
-		case 1:
-			secs = int64(x)
-			return wantType(msg, num, typ, protowire.VarintType)
-		case 2:
-			nanos = x
-			return wantType(msg, num, typ, protowire.VarintType)
+	for i < end {
+		next, err := d.next(msg, i, end)
+		if err != nil {
+			return time.Time{}, err
 		}
-		return nil
-	})
-	if err != nil {
-		return time.Time{}, err
+		i = next
+		switch f.num {
+		case 1:
+			err = f.want(msg, protowire.VarintType)
+			secs = int64(f.x)
+		case 2:
+			err = f.want(msg, protowire.VarintType)
+			nanos = f.x
+		}
+		if err != nil {
+			return time.Time{}, err
+		}
 	}
 	if nanos >= 1e9 {
 		return time.Time{}, binErr("%s: nanos %d out of range [0, 1e9)", msg, int64(nanos))
@@ -671,10 +758,18 @@ func (d *recordDecoder) timestamp(msg string, start, end int) (time.Time, error)
 	return time.Unix(secs, int64(nanos)).UTC(), nil
 }
 
+// strNames name the string fields in errors.
+var strNames = [...]string{
+	sJob: "record.job", sKind: "record.kind", sEvent: "record.event", sFrom: "record.from", sTo: "record.to",
+	sIntent: "record.intent", sTxInstruction: "record.tx.instruction", sTxSignature: "record.tx.signature",
+	sContainerID: "record.container.id", sContainerImage: "record.container.image", sContainerGPU: "record.container.gpus",
+	sUploadWhat: "record.upload.what", sUploadCID: "record.upload.cid", sFieldKey: "record.fields key", sFieldValue: "record.fields value",
+}
+
 // assign materialises the strings the walk found, in the order found (a
 // later occurrence of a field overwrites an earlier one), all sharing one
-// allocation; well-known kinds and intents share none.
-func (d *recordDecoder) assign(rec *Record) {
+// allocation, after checking that each is valid UTF-8.
+func (d *recordDecoder) assign(rec *Record) error {
 	total, entries, count := 0, 0, d.count()
 	for i := range count {
 		r := d.ref(i)
@@ -690,6 +785,16 @@ func (d *recordDecoder) assign(rec *Record) {
 		sb.Write(d.src[r.off : r.off+r.n])
 	}
 	arena := sb.String()
+	if !isASCII(arena) { // else every string is valid UTF-8
+		pos := 0
+		for i := range count {
+			r := d.ref(i)
+			if !utf8.ValidString(arena[pos : pos+r.n]) {
+				return binErr("%s is not valid UTF-8", strNames[r.field])
+			}
+			pos += r.n
+		}
+	}
 	if entries > 0 {
 		rec.Fields = make(map[string]string, entries)
 	}
@@ -732,4 +837,21 @@ func (d *recordDecoder) assign(rec *Record) {
 			pos += v.n
 		}
 	}
+	return nil
+}
+
+// isASCII reports whether s has no byte ≥ 0x80, eight bytes at a time.
+func isASCII(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if binary.LittleEndian.Uint64([]byte(s[i:i+8]))&0x8080808080808080 != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -293,7 +293,7 @@ func TestRecordCodecRefusesMalformed(t *testing.T) {
 		{"wrong wire type in message", rawRecord(tagB(recOp, protowire.BytesType), lenB(bytes.Join([][]byte{tagB(1, protowire.Fixed64Type), make([]byte, 8)}, nil))), "record.op: field 1 has wire type 1"},
 		{"stray end group", rawRecord(tagB(50, protowire.EndGroupType)), "field 50"},
 		{"invalid utf8", rawRecord(tagB(recJob, protowire.BytesType), lenB([]byte{0xff})), "not valid UTF-8"},
-		{"invalid utf8 field key", rawRecord(tagB(recFields, protowire.BytesType), lenB(bytes.Join([][]byte{tagB(1, protowire.BytesType), lenB([]byte{0xc0})}, nil))), "record.fields: field 1 is not valid UTF-8"},
+		{"invalid utf8 field key", rawRecord(tagB(recFields, protowire.BytesType), lenB(bytes.Join([][]byte{tagB(1, protowire.BytesType), lenB([]byte{0xc0})}, nil))), "record.fields key is not valid UTF-8"},
 		{"nanos out of range", rawRecord(tagB(recAt, protowire.BytesType), lenB(bytes.Join([][]byte{tagB(2, protowire.VarintType), varB(1e9)}, nil))), "nanos"},
 		{"negative nanos", rawRecord(tagB(recAt, protowire.BytesType), lenB(bytes.Join([][]byte{tagB(2, protowire.VarintType), varB(uint64(math.MaxUint64))}, nil))), "nanos"},
 		{"truncated record", good[:len(good)-1], "malformed binary record"},
