@@ -11,7 +11,7 @@
 //
 //	meta/schema         -> decimal schema version
 //	meta/derived        -> decimal seq: jobs/ and jobrecs/ cover log/1..derived (schema 3)
-//	log/<seq>           -> Record (JSON); seq is a big-endian uint64 from 1
+//	log/<seq>           -> Record (codec.go: binary from schema 3, JSON before; both read); seq is a big-endian uint64 from 1
 //	jobs/<job>          -> JSON Snapshot of the job after its last record ≤ derived
 //	jobrecs/<job>/<seq> -> empty: the job's index into log (schema 2)
 //
@@ -396,7 +396,7 @@ func decodeRecord(k, v []byte) (Record, error) {
 	if v == nil {
 		return rec, fmt.Errorf("log/%d is a bucket, not a record", seq)
 	}
-	if err := json.Unmarshal(v, &rec); err != nil {
+	if err := unmarshalRecord(v, &rec); err != nil {
 		return rec, fmt.Errorf("record %d: %v", seq, err)
 	}
 	if rec.Seq != seq {
@@ -463,16 +463,14 @@ func (j *Journal) logTx(tx *bolt.Tx, rec Record) (Record, error) {
 	return stored, nil
 }
 
-// storeRecord encodes rec for the log and returns the record as its
-// encoding decodes.
+// storeRecord encodes rec for the log (the binary format of codec.go) and
+// returns the record as its encoding decodes (see normalizeRecord): what
+// the derived data are built from is what a later read will see.
 func storeRecord(rec Record) ([]byte, Record, error) {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return nil, rec, err
-	}
+	b := marshalRecord(rec)
 	var stored Record
-	if err := json.Unmarshal(b, &stored); err != nil {
-		return nil, rec, err
+	if err := unmarshalRecord(b, &stored); err != nil {
+		return nil, rec, fmt.Errorf("record does not survive its encoding: %w", err)
 	}
 	return b, stored, nil
 }
