@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -164,127 +166,232 @@ func (p Problem) String() string {
 //
 // It returns the problems found (empty when the journal is consistent) and
 // the number of records read; an error means the journal could not be read.
+// It is a Verifier fed by j.Each, then given j.Snapshots.
 func Verify(j *journal.Journal) ([]Problem, int, error) {
-	type jobState struct {
-		state     State
-		sigs      map[string]string // journaled tx signature -> instruction
-		upload    string            // CID of the last upload intent
-		container string
-		attempt   int
-		opsDone   map[int]string // op -> exit code, this attempt
-		opStarted map[int]bool
-	}
-	jobs := map[string]*jobState{}
-	var problems []Problem
-	n := 0
-	bad := func(r journal.Record, format string, args ...any) {
-		problems = append(problems, Problem{r.Seq, r.Job, fmt.Sprintf(format, args...)})
-	}
+	v := NewVerifier()
 	err := j.Each(func(r journal.Record) error {
-		n++
-		js := jobs[r.Job]
-		if js == nil {
-			js = &jobState{sigs: map[string]string{}, opsDone: map[int]string{}, opStarted: map[int]bool{}}
-			jobs[r.Job] = js
-		}
-		cur := js.state
-		switch r.Kind {
-		case journal.KindTransition:
-			if State(r.From) != cur {
-				bad(r, "transition %s says from %q but the job was %q", r.Event, r.From, cur)
-			}
-			to, err := Next(cur, r.Event)
-			if err != nil {
-				bad(r, "%s", err.Error())
-			} else if to != State(r.To) {
-				bad(r, "event %s from %q leads to %q, record says %q", r.Event, cur, to, r.To)
-			}
-			js.state = State(r.To)
-			checkSig := func(field, instruction string) {
-				if sig := r.Fields[field]; sig != "" && js.sigs[sig] != instruction {
-					bad(r, "%s names %s %s, which no %s intent journaled before it", r.Event, field, sig, instruction)
-				}
-			}
-			switch r.Event {
-			case EvClaim:
-				if r.Fields["claim_sig"] == "" {
-					bad(r, "claim without claim_sig")
-				}
-				checkSig("claim_sig", chain.IxWorkJob)
-			case EvFinish, EvFail:
-				checkSig("finish_sig", chain.IxFinishJob)
-			case EvGiveBack:
-				checkSig("quit_sig", chain.IxQuitJob)
-			case EvUpload, EvReject, EvFailStart:
-				if cid := r.Fields[FieldResultCID]; cid == "" || cid != js.upload {
-					bad(r, "%s names result %q, the last upload intent was %q", r.Event, cid, js.upload)
-				}
-			case EvStart:
-				if c := r.Fields["container"]; c == "" || c != js.container {
-					bad(r, "start names container %q, the last container intent was %q", c, js.container)
-				}
-			}
-		case journal.KindIntent, journal.KindProgress:
-			if cur == None || cur.Terminal() {
-				bad(r, "%s record in state %q", r.Kind, cur)
-			}
-			switch {
-			case r.Tx != nil:
-				js.sigs[r.Tx.Signature] = r.Tx.Instruction
-			case r.Upload != nil:
-				js.upload = r.Upload.CID
-			case r.Container != nil:
-				if r.Container.ID != ContainerID(r.Job, r.Container.Attempt) {
-					bad(r, "container intent %q is not %s", r.Container.ID, ContainerID(r.Job, r.Container.Attempt))
-				}
-				if r.Container.Attempt <= js.attempt {
-					bad(r, "container attempt %d after attempt %d", r.Container.Attempt, js.attempt)
-				}
-				js.container, js.attempt = r.Container.ID, r.Container.Attempt
-				js.opsDone, js.opStarted = map[int]string{}, map[int]bool{}
-			case r.Op != nil:
-				k := r.Op.Index
-				if js.opStarted[k] {
-					bad(r, "operation %d started twice in attempt %d", k, js.attempt)
-				}
-				if k > 0 && js.opsDone[k-1] != "0" {
-					bad(r, "operation %d started though operation %d ended %q", k, k-1, js.opsDone[k-1])
-				}
-				js.opStarted[k] = true
-			}
-			for f, v := range r.Fields {
-				var k int
-				if _, err := fmt.Sscanf(f, "op.%d.exit", &k); err == nil && strings.HasSuffix(f, ".exit") {
-					js.opsDone[k] = v
-				}
-			}
-		default:
-			bad(r, "unknown record kind %q", r.Kind)
-		}
+		v.Add(r)
 		return nil
 	})
 	if err != nil {
-		return problems, n, err
+		return v.Problems(), v.Count(), err
 	}
 	snaps, err := j.Snapshots()
 	if err != nil {
-		return problems, n, err
+		return v.Problems(), v.Count(), err
 	}
-	seen := map[string]bool{}
+	v.CheckSnapshots(snaps)
+	return v.Problems(), v.Count(), nil
+}
+
+// Verifier checks Verify's invariants over records fed to it one at a time
+// in sequence order (Add), so that a caller that walks the log anyway need
+// not walk it again; CheckSnapshots then compares the jobs' snapshots with
+// the replayed states. A Verifier is not safe for concurrent use.
+//
+// Add allocates only for a job's first record, its first tx intent and
+// operation, and for a problem found.
+type Verifier struct {
+	jobs     map[string]*verifyJob
+	problems []Problem
+	n        int
+}
+
+// verifyJob is what Verify knows of one job after its records so far.
+type verifyJob struct {
+	state     State
+	sigs      map[string]string // journaled tx signature -> instruction; nil until the first
+	upload    string            // CID of the last upload intent
+	container string
+	attempt   int
+	opsDone   map[int]string // op -> exit code, this attempt; nil until the first
+	opStarted map[int]bool   // nil until the first
+}
+
+// NewVerifier returns a Verifier that has seen no record.
+func NewVerifier() *Verifier {
+	return &Verifier{jobs: map[string]*verifyJob{}}
+}
+
+// Count is the number of records added.
+func (v *Verifier) Count() int { return v.n }
+
+// Problems returns the problems found so far, in the order found: those of
+// records in sequence order, then those of CheckSnapshots. It is nil when
+// there are none.
+func (v *Verifier) Problems() []Problem { return v.problems }
+
+// State is the state the records added so far replay job to (None for a
+// job without records).
+func (v *Verifier) State(job string) State {
+	if js := v.jobs[job]; js != nil {
+		return js.state
+	}
+	return None
+}
+
+func (v *Verifier) bad(r *journal.Record, format string, args ...any) {
+	v.problems = append(v.problems, Problem{r.Seq, r.Job, fmt.Sprintf(format, args...)})
+}
+
+// Add checks record r against the records added before it.
+func (v *Verifier) Add(r journal.Record) {
+	v.n++
+	js := v.jobs[r.Job]
+	if js == nil {
+		js = &verifyJob{}
+		v.jobs[r.Job] = js
+	}
+	cur := js.state
+	switch r.Kind {
+	case journal.KindTransition:
+		v.transition(&r, js, cur)
+	case journal.KindIntent, journal.KindProgress:
+		if cur == None || cur.Terminal() {
+			v.bad(&r, "%s record in state %q", r.Kind, cur)
+		}
+		switch {
+		case r.Tx != nil:
+			if js.sigs == nil {
+				js.sigs = map[string]string{}
+			}
+			js.sigs[r.Tx.Signature] = r.Tx.Instruction
+		case r.Upload != nil:
+			js.upload = r.Upload.CID
+		case r.Container != nil:
+			if !isContainerID(r.Container.ID, r.Job, r.Container.Attempt) {
+				v.bad(&r, "container intent %q is not %s", r.Container.ID, ContainerID(r.Job, r.Container.Attempt))
+			}
+			if r.Container.Attempt <= js.attempt {
+				v.bad(&r, "container attempt %d after attempt %d", r.Container.Attempt, js.attempt)
+			}
+			js.container, js.attempt = r.Container.ID, r.Container.Attempt
+			js.opsDone, js.opStarted = nil, nil
+		case r.Op != nil:
+			k := r.Op.Index
+			if js.opStarted[k] {
+				v.bad(&r, "operation %d started twice in attempt %d", k, js.attempt)
+			}
+			if k > 0 && js.opsDone[k-1] != "0" {
+				v.bad(&r, "operation %d started though operation %d ended %q", k, k-1, js.opsDone[k-1])
+			}
+			if js.opStarted == nil {
+				js.opStarted = map[int]bool{}
+			}
+			js.opStarted[k] = true
+		}
+		for f, val := range r.Fields {
+			if k, ok := opExitField(f); ok {
+				if js.opsDone == nil {
+					js.opsDone = map[int]string{}
+				}
+				js.opsDone[k] = val
+			}
+		}
+	default:
+		v.bad(&r, "unknown record kind %q", r.Kind)
+	}
+}
+
+func (v *Verifier) transition(r *journal.Record, js *verifyJob, cur State) {
+	if State(r.From) != cur {
+		v.bad(r, "transition %s says from %q but the job was %q", r.Event, r.From, cur)
+	}
+	to, err := Next(cur, r.Event)
+	if err != nil {
+		v.bad(r, "%s", err.Error())
+	} else if to != State(r.To) {
+		v.bad(r, "event %s from %q leads to %q, record says %q", r.Event, cur, to, r.To)
+	}
+	js.state = State(r.To)
+	checkSig := func(field, instruction string) {
+		if sig := r.Fields[field]; sig != "" && js.sigs[sig] != instruction {
+			v.bad(r, "%s names %s %s, which no %s intent journaled before it", r.Event, field, sig, instruction)
+		}
+	}
+	switch r.Event {
+	case EvClaim:
+		if r.Fields["claim_sig"] == "" {
+			v.bad(r, "claim without claim_sig")
+		}
+		checkSig("claim_sig", chain.IxWorkJob)
+	case EvFinish, EvFail:
+		checkSig("finish_sig", chain.IxFinishJob)
+	case EvGiveBack:
+		checkSig("quit_sig", chain.IxQuitJob)
+	case EvUpload, EvReject, EvFailStart:
+		if cid := r.Fields[FieldResultCID]; cid == "" || cid != js.upload {
+			v.bad(r, "%s names result %q, the last upload intent was %q", r.Event, cid, js.upload)
+		}
+	case EvStart:
+		if c := r.Fields["container"]; c == "" || c != js.container {
+			v.bad(r, "start names container %q, the last container intent was %q", c, js.container)
+		}
+	}
+}
+
+// CheckSnapshots compares every job's snapshot (journal.Snapshots) with the
+// state its added records replay to, and reports jobs with records but no
+// snapshot (in job order). Call it once, after the last Add.
+func (v *Verifier) CheckSnapshots(snaps []journal.Snapshot) {
+	seen := make(map[string]bool, len(snaps))
 	for _, s := range snaps {
 		seen[s.Job] = true
-		want := None
-		if js := jobs[s.Job]; js != nil {
-			want = js.state
-		}
-		if State(s.State) != want {
-			problems = append(problems, Problem{s.LastSeq, s.Job, fmt.Sprintf("snapshot says %q, records replay to %q", s.State, want)})
+		if want := v.State(s.Job); State(s.State) != want {
+			v.problems = append(v.problems, Problem{s.LastSeq, s.Job, fmt.Sprintf("snapshot says %q, records replay to %q", s.State, want)})
 		}
 	}
-	for job := range jobs {
+	var missing []string
+	for job := range v.jobs {
 		if !seen[job] {
-			problems = append(problems, Problem{0, job, "records without a snapshot"})
+			missing = append(missing, job)
 		}
 	}
-	return problems, n, nil
+	slices.Sort(missing)
+	for _, job := range missing {
+		v.problems = append(v.problems, Problem{0, job, "records without a snapshot"})
+	}
+}
+
+// isContainerID reports whether id == ContainerID(job, attempt), without
+// building the string.
+func isContainerID(id, job string, attempt int) bool {
+	rest, ok := strings.CutPrefix(id, "hn-")
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, job)
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, "-")
+	if !ok {
+		return false
+	}
+	var buf [24]byte
+	return string(strconv.AppendInt(buf[:0], int64(attempt), 10)) == rest
+}
+
+// opExitField parses a field name "op.<n>.exit" (an operation's exit code) the way
+// fmt.Sscanf(f, "op.%d.exit", &n) does, with HasSuffix(f, ".exit"): names
+// of the canonical form are parsed here, any other name that might match
+// goes to fmt.Sscanf.
+func opExitField(f string) (int, bool) {
+	if !strings.HasPrefix(f, "op.") || !strings.HasSuffix(f, ".exit") {
+		return 0, false
+	}
+	digits := f[len("op."):]
+	i := 0
+	for i < len(digits) && digits[i] >= '0' && digits[i] <= '9' {
+		i++
+	}
+	if i > 0 && i <= 18 && digits[i:] == ".exit" {
+		k, err := strconv.Atoi(digits[:i])
+		return k, err == nil
+	}
+	var k int
+	if _, err := fmt.Sscanf(f, "op.%d.exit", &k); err == nil {
+		return k, true
+	}
+	return 0, false
 }
