@@ -40,7 +40,8 @@ import (
 //	  10 container  ContainerIntent [bytes]
 //	  11 op         OpIntent [bytes]
 //	  12 upload     UploadIntent [bytes]
-//	  13 fields     repeated FieldsEntry [bytes], in increasing key order
+//	  13 fields     repeated FieldsEntry [bytes], in increasing key order,
+//	                key and value written even when empty
 //	Timestamp (as google.protobuf.Timestamp)
 //	  1  seconds    int64 [varint], since the Unix epoch
 //	  2  nanos      int32 [varint], 0 ≤ nanos < 1e9
@@ -170,10 +171,14 @@ func marshalRecord(rec Record) []byte {
 		slices.Sort(keys)
 		for _, k := range keys {
 			v := fields[k]
+			// Key and value are written even when empty, as protobuf
+			// writes map entries.
 			b = protowire.AppendTag(b, recFields, protowire.BytesType)
-			b = protowire.AppendVarint(b, uint64(sizeString(1, k)+sizeString(2, v)))
-			b = appendString(b, 1, k)
-			b = appendString(b, 2, v)
+			b = protowire.AppendVarint(b, uint64(2+protowire.SizeBytes(len(k))+protowire.SizeBytes(len(v))))
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendString(b, k)
+			b = protowire.AppendTag(b, 2, protowire.BytesType)
+			b = protowire.AppendString(b, v)
 		}
 	}
 	return b
@@ -185,14 +190,6 @@ func appendString(b []byte, num protowire.Number, s string) []byte {
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return protowire.AppendString(b, toValidUTF8(s))
-}
-
-// sizeString is the encoded size of appendString(nil, num, s) for valid s.
-func sizeString(num protowire.Number, s string) int {
-	if s == "" {
-		return 0
-	}
-	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }
 
 func appendVarint(b []byte, num protowire.Number, v uint64) []byte {
