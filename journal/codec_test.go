@@ -12,8 +12,31 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protowire"
 )
+
+// v1LogValues returns the log values of testdata/journal-v1.db: JSON
+// records written by the schema-1 code.
+func v1LogValues(tb testing.TB) [][]byte {
+	tb.Helper()
+	db, err := bolt.Open("testdata/journal-v1.db", 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	var vals [][]byte
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLog).ForEach(func(_, v []byte) error {
+			vals = append(vals, bytes.Clone(v))
+			return nil
+		})
+	})
+	if err != nil || len(vals) == 0 {
+		tb.Fatalf("%d values, %v", len(vals), err)
+	}
+	return vals
+}
 
 var codecAt = time.Date(2026, 11, 29, 22, 52, 15, 123456789, time.FixedZone("CET", 3600))
 
@@ -178,6 +201,25 @@ func TestRecordCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRecordCodecLegacyRecords reads the JSON records of a journal written
+// by older code: unmarshalRecord reads each as encoding/json does, and each
+// survives the binary round trip.
+func TestRecordCodecLegacyRecords(t *testing.T) {
+	for i, v := range v1LogValues(t) {
+		var got, want Record
+		if err := unmarshalRecord(v, &got); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("record %d: got %#v want %#v", i, got, want)
+		}
+		checkRoundTrip(t, fmt.Sprint("v1 record ", i), got)
+	}
+}
+
 func TestRecordCodecDetails(t *testing.T) {
 	// Fields are written in key order: the bytes do not depend on map order.
 	rec := Record{Job: "j", Fields: map[string]string{}}
@@ -327,6 +369,14 @@ func FuzzUnmarshalRecord(f *testing.F) {
 		j, _ := json.Marshal(rec)
 		f.Add(j)
 	}
+	for _, v := range v1LogValues(f) {
+		f.Add(v)
+		var rec Record
+		if err := json.Unmarshal(v, &rec); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(marshalRecord(rec))
+	}
 	f.Add([]byte(`{"seq":1,"job":"j","at":"2026-01-02T03:04:05.6+02:00","fields":{"a":"\ud800"},"tx":{"raw":""}}`))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		var rec Record
@@ -351,8 +401,8 @@ func FuzzUnmarshalRecord(f *testing.F) {
 	})
 }
 
-// BenchmarkRecordCodec compares decoding a typical record with
-// encoding/json (the legacy format) and as a binary record.
+// BenchmarkRecordCodec compares decoding (and encoding) a typical record
+// with encoding/json (the legacy format) and as a binary record.
 //
 //	go test ./journal -run '^$' -bench RecordCodec -benchmem
 func BenchmarkRecordCodec(b *testing.B) {
@@ -392,6 +442,21 @@ func BenchmarkRecordCodec(b *testing.B) {
 				if err := unmarshalRecord(bin, &r); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+		// Encoding, for appendTx's share.
+		b.Run(name+"/encode-json", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := json.Marshal(rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/encode-binary", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				marshalRecord(rec)
 			}
 		})
 	}
