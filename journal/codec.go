@@ -63,7 +63,8 @@ import (
 // later version may add fields), a scalar field that occurs twice keeps its
 // last value, a message field that occurs twice is merged (its repeated gpus
 // are appended), a Timestamp that occurs twice keeps the last one. A known
-// field with the wrong wire type, a truncated tag, varint or length, a length
+// field with the wrong wire type, a field number 0, an end-group tag without
+// its start, a truncated tag, varint or length, a length
 // past the end of the value, nanos out of range, or a string that is not
 // valid UTF-8 is an error; nothing is allocated from a length field before
 // the bytes it counts are known to be there.
@@ -73,6 +74,15 @@ import (
 // holds valid UTF-8 and the reader refuses one that does not (it was not
 // written by marshalRecord). All string fields of one decoded binary record
 // share one allocation.
+//
+// Numbers. cpus is written when its bits are not zero, so -0 survives as
+// encoding/json keeps it; NaN and ±Inf (which encoding/json refuses to
+// write) survive bit for bit. Times of any year survive (encoding/json
+// writes years 0–9999 only).
+//
+// The bytes after the marker are exactly what the protobuf library writes,
+// deterministically, for this table as a proto3 schema; the schema is
+// written out in codec_proto_test.go, whose test checks that.
 //
 // Round trip: unmarshalRecord(marshalRecord(r)) equals normalizeRecord(r).
 const recordBinaryV1 = 0x01

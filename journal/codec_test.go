@@ -362,7 +362,10 @@ func TestRecordCodecRefusesMalformed(t *testing.T) {
 // decodes to the same record (after normalisation, for a JSON value) and
 // re-encodes to the same bytes.
 //
-//	go test ./journal -run '^$' -fuzz FuzzUnmarshalRecord -fuzztime 60s
+//	go test ./journal -run '^$' -fuzz FuzzUnmarshalRecord -fuzztime 60s -fuzzminimizetime 0
+//
+// (without -fuzzminimizetime 0 the fuzzer pauses for seconds at a time to
+// minimise new inputs)
 func FuzzUnmarshalRecord(f *testing.F) {
 	for _, rec := range codecCases() {
 		f.Add(marshalRecord(rec))
