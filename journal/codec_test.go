@@ -2,11 +2,13 @@ package journal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -461,6 +463,87 @@ func BenchmarkRecordCodec(b *testing.B) {
 			for b.Loop() {
 				marshalRecord(rec)
 			}
+		})
+	}
+}
+
+// BenchmarkLogWalkDecode walks a bbolt log of 50 000 records (the mix of
+// replay: intents with ~300-byte raw transactions and transitions with
+// fields), decoding each, as JSON and as binary records: the share of
+// replay --verify that the codec decides, per record.
+//
+//	go test ./journal -run '^$' -bench LogWalkDecode -benchmem
+func BenchmarkLogWalkDecode(b *testing.B) {
+	const n = 50000
+	raw := make([]byte, 300)
+	for i := range raw {
+		raw[i] = byte(i * 13)
+	}
+	recs := make([]Record, 4)
+	for i := range recs {
+		recs[i] = Record{Job: fmt.Sprintf("7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJo%05d", i), At: codecAt}
+	}
+	recs[0].Kind, recs[0].Intent, recs[0].Tx = KindIntent, IntentTx, &TxIntent{Instruction: "work_job", Signature: strings.Repeat("5VERv8NM", 11), Raw: raw, LastValidBlockHeight: 312345678}
+	recs[1].Kind, recs[1].Event, recs[1].From, recs[1].To = KindTransition, "claim", "polled", "claimed"
+	recs[1].Fields = map[string]string{"claim_sig": strings.Repeat("5VERv8NM", 11), "slot": "312345000", "market": "9pGuRZ5ayKcQXk5bRWtCgwu7ok2ceH7CDWVp8PwUqQd"}
+	recs[2].Kind, recs[2].Intent, recs[2].Container = KindIntent, IntentContainer, &ContainerIntent{ID: "hn-x-1", Attempt: 1, Deadline: codecAt, Image: "docker.io/library/busybox:1.36", GPUs: []string{"GPU-0f3c"}}
+	recs[3].Kind, recs[3].Fields = KindProgress, map[string]string{"op.0.exit": "0"}
+	for _, format := range []string{"json", "binary"} {
+		db, err := bolt.Open(filepath.Join(b.TempDir(), format+".db"), 0o600, &bolt.Options{NoSync: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		err = db.Update(func(tx *bolt.Tx) error {
+			log, err := tx.CreateBucket(bucketLog)
+			if err != nil {
+				return err
+			}
+			log.FillPercent = 1 // keys are appended in order
+			for seq := uint64(1); seq <= n; seq++ {
+				rec := recs[seq%uint64(len(recs))]
+				rec.Seq = seq
+				v := marshalRecord(rec)
+				if format == "json" {
+					if v, err = json.Marshal(rec); err != nil {
+						return err
+					}
+				}
+				if err := log.Put(seqKey(seq), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(format, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				err := db.View(func(tx *bolt.Tx) error {
+					c := tx.Bucket(bucketLog).Cursor()
+					count := 0
+					for k, v := c.First(); k != nil; k, v = c.Next() {
+						var rec Record
+						if err := unmarshalRecord(v, &rec); err != nil {
+							return err
+						}
+						if rec.Seq != binary.BigEndian.Uint64(k) {
+							return fmt.Errorf("record %d under key %x", rec.Seq, k)
+						}
+						count++
+					}
+					if count != n {
+						return fmt.Errorf("%d records", count)
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 		})
 	}
 }
