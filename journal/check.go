@@ -3,14 +3,15 @@ package journal
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,14 +27,24 @@ import (
 // ErrCorrupt naming the first bad key (log/<seq>, jobs/<job>,
 // jobrecs/<job>/<seq>, or a bbolt page); ErrLocked while a read-write process
 // holds the file; fs.ErrNotExist when there is no file. It never writes.
-func Check(path string) error { return CheckWith(path, nil) }
+func Check(path string) error { return CheckWith(path, CheckVisitor{}) }
 
-// CheckWith is Check, also calling visit (when not nil) with every record in
-// sequence order as the walk decodes it, so that a caller's own checks of
-// the records (fsm's lifecycle verifier) share the one walk. A non-nil error
-// from visit stops the walk and is returned as it is (not as ErrCorrupt).
-// bbolt's page check runs alongside the walk, in its own read transaction.
-func CheckWith(path string, visit func(Record) error) (err error) {
+// CheckVisitor lets a caller's own checks share Check's one walk of the log.
+// Either function may be nil.
+type CheckVisitor struct {
+	// Record is called with every record in sequence order as the walk
+	// decodes it. A non-nil error stops the walk and is returned by
+	// CheckWith as it is (not as ErrCorrupt).
+	Record func(Record) error
+	// Snapshots is called once the journal checked sound, with every job's
+	// snapshot after its last record (what Snapshots returns), ordered by
+	// job, rebuilt from the records the walk read.
+	Snapshots func([]Snapshot)
+}
+
+// CheckWith is Check, handing what the walk reads to cv. bbolt's page check
+// runs alongside the walk, in its own read transaction.
+func CheckWith(path string, cv CheckVisitor) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("check journal: %w", err)
@@ -59,7 +70,11 @@ func CheckWith(path string, visit func(Record) error) (err error) {
 		pages <- j.db.View(checkPages)
 	}()
 	var visitErr error
-	werr := j.db.View(func(tx *bolt.Tx) error { return j.check(tx, visit, &visitErr) })
+	var snaps []Snapshot
+	werr := j.db.View(func(tx *bolt.Tx) (err error) {
+		snaps, err = j.check(tx, cv.Record, &visitErr)
+		return err
+	})
 	perr := <-pages
 	if visitErr != nil {
 		return visitErr
@@ -69,6 +84,9 @@ func CheckWith(path string, visit func(Record) error) (err error) {
 	}
 	if werr != nil {
 		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, werr)
+	}
+	if cv.Snapshots != nil {
+		cv.Snapshots(snaps)
 	}
 	return nil
 }
@@ -89,16 +107,25 @@ func checkPages(tx *bolt.Tx) error {
 }
 
 // check is Check's walk of the records and derived data; its errors name
-// the bad key and are wrapped by Check. visit's error goes to visitErr.
-func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) error {
+// the bad key and are wrapped by Check. visit's error goes to visitErr. It
+// returns every job's snapshot after its last record, ordered by job.
+func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) ([]Snapshot, error) {
+	snaps, err := j.checkWalk(tx, visit, visitErr)
+	if errors.Is(err, errNoRecords) {
+		return nil, nil
+	}
+	return snaps, err
+}
+
+// errNoRecords ends checkWalk on an empty journal.
+var errNoRecords = errors.New("no records")
+
+func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *error) ([]Snapshot, error) {
 	if j.schema == 0 {
-		return nil // an empty journal: nothing was ever appended
+		return nil, errNoRecords // an empty journal: nothing was ever appended
 	}
-	type job struct {
-		snap Snapshot
-		seqs []uint64
-	}
-	jobs := map[string]*job{}
+	jobs := map[string]*checkJob{}
+	var tail []Record // after meta/derived
 	log := tx.Bucket(bucketLog)
 	c := log.Cursor()
 	var last uint64
@@ -109,39 +136,40 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 	// later ones are folded by Open, in memory, and checked only as records.
 	derived, err := readDerived(tx, j.schema, last)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	last = 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		rec, err := decodeRecord(k, v)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		switch rec.Kind {
 		case KindTransition, KindIntent, KindProgress:
 		default:
-			return fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, rec.Kind)
+			return nil, fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, rec.Kind)
 		}
 		last = rec.Seq
 		if visit != nil {
 			if err := visit(rec); err != nil {
 				*visitErr = err
-				return err
+				return nil, err
 			}
 		}
 		if rec.Seq > derived {
+			tail = append(tail, rec)
 			continue
 		}
 		jb := jobs[rec.Job]
 		if jb == nil {
-			jb = &job{}
+			jb = &checkJob{}
 			jobs[rec.Job] = jb
 		}
 		jb.snap.apply(rec)
 		jb.seqs = append(jb.seqs, rec.Seq)
 	}
 	if log.Sequence() < last {
-		return fmt.Errorf("log: sequence %d is behind its last record %d", log.Sequence(), last)
+		return nil, fmt.Errorf("log: sequence %d is behind its last record %d", log.Sequence(), last)
 	}
 
 	seen := 0
@@ -151,15 +179,15 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 		}
 		jb := jobs[string(k)]
 		if jb != nil {
-			// Snapshots are written by json.Marshal: equal bytes are the
+			// Snapshots are written by marshalSnapshot: equal bytes are the
 			// common case, checked without decoding.
-			if want, err := json.Marshal(jb.snap); err == nil && bytes.Equal(v, want) {
+			if bytes.Equal(v, marshalSnapshot(jb.snap)) {
 				seen++
 				return nil
 			}
 		}
 		var stored Snapshot
-		if err := json.Unmarshal(v, &stored); err != nil {
+		if err := unmarshalSnapshot(v, &stored); err != nil {
 			return fmt.Errorf("jobs/%s: %v", k, err)
 		}
 		if stored.Job != string(k) {
@@ -168,8 +196,7 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 		if jb == nil {
 			return fmt.Errorf("jobs/%s: snapshot of a job without records", k)
 		}
-		got, _ := json.Marshal(stored)
-		want, _ := json.Marshal(jb.snap)
+		got, want := marshalSnapshot(stored), marshalSnapshot(jb.snap)
 		if !bytes.Equal(got, want) {
 			return fmt.Errorf("jobs/%s: snapshot (last seq %d) disagrees with the job's records (last seq %d)", k, stored.LastSeq, jb.snap.LastSeq)
 		}
@@ -177,17 +204,17 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if seen != len(jobs) {
 		for name := range jobs {
 			if tx.Bucket(bucketJobs).Get([]byte(name)) == nil {
-				return fmt.Errorf("jobs/%s: no snapshot for a job with records", name)
+				return nil, fmt.Errorf("jobs/%s: no snapshot for a job with records", name)
 			}
 		}
 	}
 	if j.schema < 2 {
-		return nil
+		return foldTail(jobs, tail), nil
 	}
 
 	idx := tx.Bucket(bucketJobRecs)
@@ -222,16 +249,42 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if indexed != len(jobs) {
 		for name := range jobs {
 			if idx.Bucket([]byte(name)) == nil {
-				return fmt.Errorf("jobrecs/%s: no index for a job with records", name)
+				return nil, fmt.Errorf("jobrecs/%s: no index for a job with records", name)
 			}
 		}
 	}
-	return nil
+	return foldTail(jobs, tail), nil
+}
+
+// foldTail applies the records after meta/derived to the jobs' snapshots
+// (checked up to it) and returns every job's snapshot, ordered by job.
+func foldTail(jobs map[string]*checkJob, tail []Record) []Snapshot {
+	for _, rec := range tail {
+		jb := jobs[rec.Job]
+		if jb == nil {
+			jb = &checkJob{}
+			jobs[rec.Job] = jb
+		}
+		jb.snap.apply(rec)
+	}
+	out := make([]Snapshot, 0, len(jobs))
+	for _, jb := range jobs {
+		out = append(out, jb.snap)
+	}
+	slices.SortFunc(out, func(a, b Snapshot) int { return strings.Compare(a.Job, b.Job) })
+	return out
+}
+
+// checkJob is what the check walk keeps of a job: its snapshot rebuilt from
+// its records up to meta/derived, and their sequence numbers.
+type checkJob struct {
+	snap Snapshot
+	seqs []uint64
 }
 
 // now is the clock of Quarantine's file names.

@@ -862,3 +862,34 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// Snapshots. A jobs/<job> value is either a legacy JSON Snapshot ('{',
+// schemas 1 and 2) or, from schema 3, a binary record (the format above)
+// carrying the snapshot's fields: seq = LastSeq, job = Job, at = Updated,
+// to = State, and tx, container, op, upload and fields as they are; kind and
+// the other strings are absent.
+
+// marshalSnapshot encodes s in the binary format.
+func marshalSnapshot(s Snapshot) []byte {
+	return marshalRecord(Record{Seq: s.LastSeq, Job: s.Job, At: s.Updated, To: s.State,
+		Tx: s.Tx, Container: s.Container, Op: s.Op, Upload: s.Upload, Fields: s.Fields})
+}
+
+// unmarshalSnapshot decodes a jobs/ value of either format into *s, which
+// it overwrites.
+func unmarshalSnapshot(v []byte, s *Snapshot) error {
+	if len(v) > 0 && v[0] == '{' {
+		*s = Snapshot{}
+		return json.Unmarshal(v, s)
+	}
+	var r Record
+	if err := unmarshalRecord(v, &r); err != nil {
+		return err
+	}
+	if r.Kind != "" || r.Event != "" || r.From != "" || r.Intent != "" {
+		return fmt.Errorf("%w: a record, not a snapshot", errBinaryRecord)
+	}
+	*s = Snapshot{Job: r.Job, State: r.To, LastSeq: r.Seq, Updated: r.At,
+		Tx: r.Tx, Container: r.Container, Op: r.Op, Upload: r.Upload, Fields: r.Fields}
+	return nil
+}

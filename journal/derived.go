@@ -114,7 +114,7 @@ func (j *Journal) derive(tx *bolt.Tx, recs []Record, checkpoint bool) (*delta, e
 			d.order = append(d.order, rec.Job)
 			if snap, ok = j.ov.snaps[rec.Job]; !ok { // only the writer changes snaps
 				if old := jobs.Get([]byte(rec.Job)); old != nil {
-					if err := json.Unmarshal(old, &snap); err != nil {
+					if err := unmarshalSnapshot(old, &snap); err != nil {
 						return nil, fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, rec.Job, err)
 					}
 				}
@@ -130,9 +130,12 @@ func (j *Journal) derive(tx *bolt.Tx, recs []Record, checkpoint bool) (*delta, e
 		return d, nil
 	}
 	write := func(job string, s Snapshot, seqs []uint64) error {
-		b, err := json.Marshal(s)
-		if err != nil {
-			return err
+		b := marshalSnapshot(s)
+		if j.schema < 3 {
+			var err error
+			if b, err = json.Marshal(s); err != nil {
+				return err
+			}
 		}
 		if err := jobs.Put([]byte(job), b); err != nil {
 			return err

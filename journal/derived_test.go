@@ -1,12 +1,14 @@
 package journal
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -234,4 +236,42 @@ func TestReadersDuringCheckpoints(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestSnapshotCodec: a snapshot survives the binary format; a legacy JSON
+// snapshot still reads; a record or garbage is refused with an error.
+func TestSnapshotCodec(t *testing.T) {
+	s := Snapshot{Job: "j", State: "running", LastSeq: 42, Updated: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+		Fields:    map[string]string{"claim_sig": "sig", "op.0.exit": "0"},
+		Tx:        &TxIntent{Instruction: "finish_job", Signature: "s", Raw: []byte{1, 2}, LastValidBlockHeight: 9},
+		Container: &ContainerIntent{ID: "hn-j-1", Attempt: 1, Deadline: time.Unix(100, 0).UTC(), GPUs: []string{"GPU-1"}, CPUs: 1.5, MemoryBytes: 1 << 30},
+		Op:        &OpIntent{Index: 2}, Upload: &UploadIntent{What: "result", CID: "bafy"}}
+	var got Snapshot
+	if err := unmarshalSnapshot(marshalSnapshot(s), &got); err != nil || !reflect.DeepEqual(got, s) {
+		t.Fatalf("binary round trip: %+v, %v", got, err)
+	}
+	js, _ := json.Marshal(s)
+	if err := unmarshalSnapshot(js, &got); err != nil || !reflect.DeepEqual(marshalSnapshot(got), marshalSnapshot(s)) {
+		t.Fatalf("legacy JSON snapshot: %+v, %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, []byte("["), marshalRecord(Record{Job: "j", Kind: KindProgress}), {0x01, 0xff}} {
+		if err := unmarshalSnapshot(bad, &got); err == nil {
+			t.Errorf("unmarshalSnapshot(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzUnmarshalSnapshot(f *testing.F) {
+	f.Add(marshalSnapshot(Snapshot{Job: "j", State: "claimed", LastSeq: 3, Fields: map[string]string{"a": "b"}}))
+	f.Add([]byte(`{"job":"j","state":"claimed","last_seq":3}`))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var s Snapshot
+		if err := unmarshalSnapshot(v, &s); err != nil || (len(v) > 0 && v[0] == '{') {
+			return
+		}
+		var again Snapshot
+		if err := unmarshalSnapshot(marshalSnapshot(s), &again); err != nil || !reflect.DeepEqual(marshalSnapshot(again), marshalSnapshot(s)) {
+			t.Fatalf("re-encoded snapshot %+v does not round-trip: %+v, %v", s, again, err)
+		}
+	})
 }

@@ -12,7 +12,7 @@
 //	meta/schema         -> decimal schema version
 //	meta/derived        -> decimal seq: jobs/ and jobrecs/ cover log/1..derived (schema 3)
 //	log/<seq>           -> Record (codec.go: binary from schema 3, JSON before; both read); seq is a big-endian uint64 from 1
-//	jobs/<job>          -> JSON Snapshot of the job after its last record ≤ derived
+//	jobs/<job>          -> Snapshot of the job after its last record ≤ derived (codec.go: binary from schema 3, JSON before)
 //	jobrecs/<job>/<seq> -> empty: the job's index into log (schema 2)
 //
 // Schema 1 had no jobrecs; schemas 1 and 2 had no meta/derived and wrote the
@@ -28,7 +28,6 @@ package journal
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -523,7 +522,7 @@ func (j *Journal) Snapshot(job string) (Snapshot, error) {
 		if v == nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, job)
 		}
-		if err := json.Unmarshal(v, &snap); err != nil {
+		if err := unmarshalSnapshot(v, &snap); err != nil {
 			return fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, job, err)
 		}
 		return nil
@@ -551,7 +550,7 @@ func (j *Journal) Snapshots() ([]Snapshot, error) {
 				return nil
 			}
 			var s Snapshot
-			if err := json.Unmarshal(v, &s); err != nil {
+			if err := unmarshalSnapshot(v, &s); err != nil {
 				return fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, k, err)
 			}
 			out = append(out, s)

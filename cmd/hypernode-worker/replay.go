@@ -64,40 +64,29 @@ func newReplayCmd() *cobra.Command {
 	return cmd
 }
 
-// verifyJournal checks the file deeply (journal.Check) and the lifecycle
-// invariants (fsm.Verify), printing only the verdict.
-// The two walks run at once (each reads the file on its own, under a
-// shared lock); the file check's verdict comes first.
+// verifyJournal checks the file deeply (journal.CheckWith) and the
+// lifecycle invariants (fsm.Verifier) in one walk of the log, then the
+// snapshots against the replayed states, printing only the verdict.
 func verifyJournal(out io.Writer, path string) error {
-	checked := make(chan error, 1)
-	go func() { checked <- journal.Check(path) }()
-	j, openErr := journal.Open(path, journal.Options{ReadOnly: true, LockTimeout: 2 * time.Second})
-	var problems []fsm.Problem
-	var n int
-	var err error
-	if openErr == nil {
-		problems, n, err = fsm.Verify(j)
-		j.Close()
-	}
-	if cerr := <-checked; cerr != nil {
-		if errors.Is(cerr, journal.ErrLocked) {
-			return fmt.Errorf("%w; stop the worker first", cerr)
-		}
-		return cerr
-	}
-	if openErr != nil {
-		return openErr
+	v := fsm.NewVerifier()
+	err := journal.CheckWith(path, journal.CheckVisitor{
+		Record:    func(r journal.Record) error { v.Add(r); return nil },
+		Snapshots: v.CheckSnapshots,
+	})
+	if errors.Is(err, journal.ErrLocked) {
+		return fmt.Errorf("%w; stop the worker first", err)
 	}
 	if err != nil {
 		return err
 	}
+	problems := v.Problems()
 	for _, p := range problems {
 		fmt.Fprintln(out, "INVALID", p)
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("journal %s: %d problem(s), first: %s", path, len(problems), problems[0])
 	}
-	fmt.Fprintf(out, "journal verified: %d records, file structure sound, every transition legal, every effect preceded by its intent\n", n)
+	fmt.Fprintf(out, "journal verified: %d records, file structure sound, every transition legal, every effect preceded by its intent\n", v.Count())
 	return nil
 }
 
