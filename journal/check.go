@@ -139,34 +139,39 @@ func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *err
 		return nil, err
 	}
 	last = 0
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		rec, err := decodeRecord(k, v)
-		if err != nil {
-			return nil, err
+	// The cursor and the decoding run in their own goroutine (decodeLog),
+	// a chunk ahead of the checks here: two cores share the walk.
+	done := make(chan struct{})
+	defer close(done)
+	for ch := range decodeLog(log.Cursor(), done) {
+		if ch.err != nil {
+			return nil, ch.err
 		}
-		switch rec.Kind {
-		case KindTransition, KindIntent, KindProgress:
-		default:
-			return nil, fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, rec.Kind)
-		}
-		last = rec.Seq
-		if visit != nil {
-			if err := visit(rec); err != nil {
-				*visitErr = err
-				return nil, err
+		for _, rec := range ch.recs {
+			switch rec.Kind {
+			case KindTransition, KindIntent, KindProgress:
+			default:
+				return nil, fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, rec.Kind)
 			}
+			last = rec.Seq
+			if visit != nil {
+				if err := visit(rec); err != nil {
+					*visitErr = err
+					return nil, err
+				}
+			}
+			if rec.Seq > derived {
+				tail = append(tail, rec)
+				continue
+			}
+			jb := jobs[rec.Job]
+			if jb == nil {
+				jb = &checkJob{}
+				jobs[rec.Job] = jb
+			}
+			jb.snap.apply(rec)
+			jb.seqs = append(jb.seqs, rec.Seq)
 		}
-		if rec.Seq > derived {
-			tail = append(tail, rec)
-			continue
-		}
-		jb := jobs[rec.Job]
-		if jb == nil {
-			jb = &checkJob{}
-			jobs[rec.Job] = jb
-		}
-		jb.snap.apply(rec)
-		jb.seqs = append(jb.seqs, rec.Seq)
 	}
 	if log.Sequence() < last {
 		return nil, fmt.Errorf("log: sequence %d is behind its last record %d", log.Sequence(), last)
@@ -259,6 +264,56 @@ func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *err
 		}
 	}
 	return foldTail(jobs, tail), nil
+}
+
+// decodedChunk is a run of decoded log records, or the error that ended the
+// walk.
+type decodedChunk struct {
+	recs []Record
+	err  error
+}
+
+// decodeLog walks c from the first record, decoding, and sends the records
+// in chunks; the channel closes after the last chunk or an error. Closing
+// done stops it early. A bbolt panic (a damaged page) comes as an error.
+// The caller must not use c's transaction until the channel is closed.
+func decodeLog(c *bolt.Cursor, done <-chan struct{}) <-chan decodedChunk {
+	const size = 512
+	out := make(chan decodedChunk, 4)
+	go func() {
+		defer close(out)
+		debug.SetPanicOnFault(true)
+		send := func(ch decodedChunk) bool {
+			select {
+			case out <- ch:
+				return true
+			case <-done:
+				return false
+			}
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				send(decodedChunk{err: fmt.Errorf("bbolt: %v", r)})
+			}
+		}()
+		recs := make([]Record, 0, size)
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			rec, err := decodeRecord(k, v)
+			if err != nil {
+				send(decodedChunk{recs: recs})
+				send(decodedChunk{err: err})
+				return
+			}
+			if recs = append(recs, rec); len(recs) == size {
+				if !send(decodedChunk{recs: recs}) {
+					return
+				}
+				recs = make([]Record, 0, size)
+			}
+		}
+		send(decodedChunk{recs: recs})
+	}()
+	return out
 }
 
 // foldTail applies the records after meta/derived to the jobs' snapshots
