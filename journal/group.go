@@ -3,6 +3,7 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,10 @@ import (
 // waiting record, commits them in one transaction, then hands the lead to
 // the oldest record that arrived meanwhile (so that no appender waits
 // behind a stream of other jobs' records) and wakes the members of its
-// group. Append returns only after the fsync of the transaction holding its
+// group. A leader that follows a commit of several records first yields the
+// processor while the queue grows (gather), so that the appenders just
+// released join its commit instead of forming every other one alone.
+// Append returns only after the fsync of the transaction holding its
 // record, as before: "durable before the effect" holds record by record.
 
 // pending is one Append waiting for its group's commit.
@@ -35,6 +39,7 @@ type group struct {
 	mu      sync.Mutex
 	queue   []*pending
 	leading bool          // an appender is committing
+	last    int           // records in the last commit
 	commits atomic.Uint64 // write transactions committed by Append (tests)
 }
 
@@ -57,15 +62,29 @@ func (j *Journal) Append(rec Record) (Record, error) {
 		if p.done {
 			return p.rec, p.err
 		}
-		g.mu.Lock() // given the lead: the queue holds p
+		// Given the lead: the queue holds p.
+	} else {
+		g.leading = true
+		g.mu.Unlock()
 	}
-	g.leading = true
+	// The previous commit has just released its group: let those appenders
+	// run, and join this commit with their next records (see gather).
+	g.gather()
+	g.mu.Lock()
 	batch := g.queue
 	g.queue = nil
+	g.last = len(batch)
 	g.mu.Unlock()
 
 	j.commit(batch)
 
+	// Release the group first, then hand the lead on: the released
+	// appenders can then catch the next commit instead of the one after.
+	for _, q := range batch {
+		if q != p {
+			q.wake <- struct{}{}
+		}
+	}
 	g.mu.Lock()
 	var next *pending
 	if len(g.queue) > 0 {
@@ -77,13 +96,36 @@ func (j *Journal) Append(rec Record) (Record, error) {
 	if next != nil {
 		next.wake <- struct{}{}
 	}
-	for _, q := range batch {
-		if q != p {
-			q.wake <- struct{}{}
-		}
-	}
 	return p.rec, p.err
 }
+
+// gather yields the processor while the queue grows, at most gatherRounds
+// times and only when the last commit carried more than one record: the
+// appenders it released are runnable and, when they append again at once
+// (as concurrent jobs' transitions often do), join this commit rather than
+// the next. It costs a lone appender nothing, and never waits on a timer.
+func (g *group) gather() {
+	g.mu.Lock()
+	last, n := g.last, len(g.queue)
+	g.mu.Unlock()
+	if last <= 1 {
+		return
+	}
+	want := n + last // those waiting and, at most, all those released
+	for range gatherRounds {
+		runtime.Gosched()
+		g.mu.Lock()
+		grew := len(g.queue) > n
+		n = len(g.queue)
+		g.mu.Unlock()
+		if !grew || n >= want {
+			return
+		}
+	}
+}
+
+// gatherRounds bounds gather's yields.
+const gatherRounds = 32
 
 // commit writes batch in one transaction. When that transaction fails, each
 // record is retried in its own, so that one bad record fails only its own
