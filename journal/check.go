@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -124,7 +125,6 @@ func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *err
 	if j.schema == 0 {
 		return nil, errNoRecords // an empty journal: nothing was ever appended
 	}
-	jobs := map[string]*checkJob{}
 	var tail []Record // after meta/derived
 	log := tx.Bucket(bucketLog)
 	c := log.Cursor()
@@ -138,6 +138,7 @@ func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *err
 	if err != nil {
 		return nil, err
 	}
+	jobs := make(map[string]*checkJob, min(derived/8, 1<<20)) // a job's life is about ten records
 	last = 0
 	// The cursor and the decoding run in their own goroutine (decodeLog),
 	// a chunk ahead of the checks here: two cores share the walk.
@@ -177,40 +178,67 @@ func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *err
 		return nil, fmt.Errorf("log: sequence %d is behind its last record %d", log.Sequence(), last)
 	}
 
-	seen := 0
+	// The stored snapshots are decoded and compared on two goroutines; the
+	// error reported is that of the first bad key, as a sequential walk
+	// would find it.
+	type stored struct {
+		k, v []byte // valid while tx is
+		jb   *checkJob
+	}
+	var all []stored
 	err = tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
-		if v == nil {
-			return fmt.Errorf("jobs/%s: a bucket, not a snapshot", k)
-		}
-		jb := jobs[string(k)]
-		if jb != nil {
-			// Snapshots are written by marshalSnapshot: equal bytes are the
-			// common case, checked without decoding.
-			if bytes.Equal(v, marshalSnapshot(jb.snap)) {
-				seen++
-				return nil
-			}
-		}
-		var stored Snapshot
-		if err := unmarshalSnapshot(v, &stored); err != nil {
-			return fmt.Errorf("jobs/%s: %v", k, err)
-		}
-		if stored.Job != string(k) {
-			return fmt.Errorf("jobs/%s: snapshot of job %q", k, stored.Job)
-		}
-		if jb == nil {
-			return fmt.Errorf("jobs/%s: snapshot of a job without records", k)
-		}
-		got, want := marshalSnapshot(stored), marshalSnapshot(jb.snap)
-		if !bytes.Equal(got, want) {
-			return fmt.Errorf("jobs/%s: snapshot (last seq %d) disagrees with the job's records (last seq %d)", k, stored.LastSeq, jb.snap.LastSeq)
-		}
-		seen++
+		all = append(all, stored{k, v, jobs[string(k)]})
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	compare := func(e stored) error {
+		if e.v == nil {
+			return fmt.Errorf("jobs/%s: a bucket, not a snapshot", e.k)
+		}
+		var s Snapshot
+		if err := unmarshalSnapshot(e.v, &s); err != nil {
+			return fmt.Errorf("jobs/%s: %v", e.k, err)
+		}
+		if s.Job != string(e.k) {
+			return fmt.Errorf("jobs/%s: snapshot of job %q", e.k, s.Job)
+		}
+		if e.jb == nil {
+			return fmt.Errorf("jobs/%s: snapshot of a job without records", e.k)
+		}
+		if !sameSnapshot(s, e.jb.snap) {
+			return fmt.Errorf("jobs/%s: snapshot (last seq %d) disagrees with the job's records (last seq %d)", e.k, s.LastSeq, e.jb.snap.LastSeq)
+		}
+		return nil
+	}
+	firstBad := func(part []stored) error {
+		for _, e := range part {
+			if err := compare(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	half := len(all) / 2
+	second := make(chan error, 1)
+	go func() {
+		debug.SetPanicOnFault(true) // per goroutine: a damaged mapped page faults here too
+		defer func() {
+			if r := recover(); r != nil {
+				second <- fmt.Errorf("bbolt: %v", r)
+			}
+		}()
+		second <- firstBad(all[half:])
+	}()
+	if err := firstBad(all[:half]); err != nil {
+		<-second
+		return nil, err
+	}
+	if err := <-second; err != nil {
+		return nil, err
+	}
+	seen := len(all)
 	if seen != len(jobs) {
 		for name := range jobs {
 			if tx.Bucket(bucketJobs).Get([]byte(name)) == nil {
@@ -264,6 +292,26 @@ func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *err
 		}
 	}
 	return foldTail(jobs, tail), nil
+}
+
+// sameSnapshot says whether a and b hold the same values (times compared as
+// instants).
+func sameSnapshot(a, b Snapshot) bool {
+	if a.Job != b.Job || a.State != b.State || a.LastSeq != b.LastSeq || !a.Updated.Equal(b.Updated) ||
+		!maps.Equal(a.Fields, b.Fields) || (a.Op == nil) != (b.Op == nil) || (a.Op != nil && *a.Op != *b.Op) ||
+		(a.Upload == nil) != (b.Upload == nil) || (a.Upload != nil && *a.Upload != *b.Upload) ||
+		(a.Tx == nil) != (b.Tx == nil) || (a.Container == nil) != (b.Container == nil) {
+		return false
+	}
+	if a.Tx != nil && (a.Tx.Instruction != b.Tx.Instruction || a.Tx.Signature != b.Tx.Signature ||
+		!bytes.Equal(a.Tx.Raw, b.Tx.Raw) || a.Tx.LastValidBlockHeight != b.Tx.LastValidBlockHeight) {
+		return false
+	}
+	if c, d := a.Container, b.Container; c != nil && (c.ID != d.ID || c.Attempt != d.Attempt || !c.Deadline.Equal(d.Deadline) ||
+		c.Image != d.Image || !slices.Equal(c.GPUs, d.GPUs) || c.CPUs != d.CPUs || c.MemoryBytes != d.MemoryBytes) {
+		return false
+	}
+	return true
 }
 
 // decodedChunk is a run of decoded log records, or the error that ended the

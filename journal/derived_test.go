@@ -275,3 +275,61 @@ func FuzzUnmarshalSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// TestSameSnapshotCoversEveryField: changing any one field of a snapshot,
+// or of the intents it holds, makes sameSnapshot false (a field added later
+// without a comparison fails here).
+func TestSameSnapshotCoversEveryField(t *testing.T) {
+	base := func() Snapshot {
+		return Snapshot{Job: "j", State: "running", LastSeq: 4, Updated: time.Unix(5, 0).UTC(), Fields: map[string]string{"a": "b"},
+			Tx:        &TxIntent{Instruction: "i", Signature: "s", Raw: []byte{1}, LastValidBlockHeight: 2},
+			Container: &ContainerIntent{ID: "c", Attempt: 1, Deadline: time.Unix(9, 0).UTC(), Image: "img", GPUs: []string{"g"}, CPUs: 1, MemoryBytes: 3},
+			Op:        &OpIntent{Index: 1}, Upload: &UploadIntent{What: "result", CID: "cid"}}
+	}
+	if !sameSnapshot(base(), base()) {
+		t.Fatal("equal snapshots differ")
+	}
+	change := func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Int, reflect.Int64:
+			v.SetInt(v.Int() + 1)
+		case reflect.Uint64:
+			v.SetUint(v.Uint() + 1)
+		case reflect.Float64:
+			v.SetFloat(v.Float() + 1)
+		case reflect.Slice:
+			if v.Type().Elem().Kind() == reflect.Uint8 {
+				v.SetBytes(append(v.Bytes(), 7))
+			} else {
+				v.Set(reflect.Append(v, reflect.ValueOf("more")))
+			}
+		case reflect.Map:
+			v.SetMapIndex(reflect.ValueOf("new"), reflect.ValueOf("v"))
+		case reflect.Struct: // time.Time
+			v.Set(reflect.ValueOf(v.Interface().(time.Time).Add(time.Second)))
+		case reflect.Pointer:
+			v.Set(reflect.Zero(v.Type()))
+		default:
+			t.Fatalf("no way to change a %s", v.Kind())
+		}
+	}
+	st := reflect.TypeOf(Snapshot{})
+	for i := range st.NumField() {
+		s := base()
+		change(reflect.ValueOf(&s).Elem().Field(i))
+		if sameSnapshot(s, base()) {
+			t.Errorf("a change of %s goes unseen", st.Field(i).Name)
+		}
+		if f := st.Field(i); f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct {
+			for k := range f.Type.Elem().NumField() {
+				s := base()
+				change(reflect.ValueOf(&s).Elem().Field(i).Elem().Field(k))
+				if sameSnapshot(s, base()) {
+					t.Errorf("a change of %s.%s goes unseen", f.Name, f.Type.Elem().Field(k).Name)
+				}
+			}
+		}
+	}
+}
