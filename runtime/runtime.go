@@ -35,6 +35,8 @@ import (
 	"github.com/containerd/errdefs"
 	clog "github.com/containerd/log"
 	"github.com/rs/zerolog"
+
+	"github.com/hypernode-sol/worker/runtime/logwriter"
 )
 
 // Defaults applied by New to a zero Config field.
@@ -46,7 +48,7 @@ const (
 	DefaultRuntime      = "io.containerd.runc.v2"
 
 	// DefaultLogLimitBytes is how much output of one operation its log keeps.
-	DefaultLogLimitBytes = 64 << 20
+	DefaultLogLimitBytes = logwriter.DefaultLimitBytes
 
 	// connectTimeout bounds how long New waits for the daemon to answer Version.
 	connectTimeout = 10 * time.Second
