@@ -111,7 +111,8 @@ func (r *Runtime) importOnce(ctx context.Context, path string) ([]string, error)
 	return names, nil
 }
 
-// EnsureImage makes ref present and unpacked, and records the use (LabelLastUsed): an
+// EnsureImage makes ref present and unpacked, and records the use (LabelLastUsed, to
+// the minute: a use within a minute of the recorded one is not written again): an
 // image already in the namespace is only unpacked if needed (no network); otherwise it
 // is pulled, with progress reported as ImageConfig says and the registry's credential
 // from ImageConfig.Auth. Short names are normalised the Docker way ("busybox" →
@@ -133,7 +134,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 		if err := r.unpack(ctx, img); err != nil {
 			return err
 		}
-		r.touch(ctx, name)
+		r.touchIfStale(ctx, img)
 		return nil
 	case !errdefs.IsNotFound(err):
 		return fmt.Errorf("image %s: %w", name, err)
@@ -241,6 +242,22 @@ func refused(err error) bool {
 func (r *Runtime) touch(ctx context.Context, name string) {
 	r.setLastUsed(ctx, name, time.Now())
 }
+
+// touchIfStale is touch for an image whose LabelLastUsed (read with img) is missing
+// or at least lastUsedResolution old: an image used again and again costs no write
+// to containerd's metadata on each job's start.
+func (r *Runtime) touchIfStale(ctx context.Context, img client.Image) {
+	if t, err := time.Parse(time.RFC3339Nano, img.Labels()[LabelLastUsed]); err == nil {
+		if age := time.Since(t); age >= 0 && age < lastUsedResolution {
+			return
+		}
+	}
+	r.touch(ctx, img.Name())
+}
+
+// lastUsedResolution is how stale an image's LabelLastUsed may be while the image is
+// used: far below DefaultPruneGrace.
+const lastUsedResolution = time.Minute
 
 func (r *Runtime) setLastUsed(ctx context.Context, name string, t time.Time) {
 	_, err := r.client.ImageService().Update(ctx, images.Image{Name: name,
