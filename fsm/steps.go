@@ -40,6 +40,9 @@ func (d *Driver) definition(ctx context.Context, acc *chain.Job) (*jobdef.Defini
 		return nil, "", &rejection{"job account has no definition (ipfs_job is zero)"}
 	}
 	cid := ipfs.CIDFromDigest(ipfs.Digest(acc.IPFSJob))
+	if def := d.cachedDefinition(cid); def != nil {
+		return def, cid, nil
+	}
 	b, err := d.Store.Fetch(ctx, cid)
 	if err != nil {
 		if permanentFetchError(err) {
@@ -51,7 +54,38 @@ func (d *Driver) definition(ctx context.Context, acc *chain.Job) (*jobdef.Defini
 	if err != nil {
 		return nil, cid, &rejection{"invalid job definition: " + err.Error()}
 	}
+	d.cacheDefinition(cid, def)
 	return def, cid, nil
+}
+
+// maxCachedDefinitions bounds the parsed definitions the driver keeps; past it
+// the cache starts again empty.
+const maxCachedDefinitions = 64
+
+// cachedDefinition is the definition parsed from cid's bytes when the driver
+// still has it (fetched by an earlier step of a job that has not ended): the
+// CID names the bytes, so the start and run steps reuse what fetch verified
+// instead of fetching it again. nil otherwise.
+func (d *Driver) cachedDefinition(cid string) *jobdef.Definition {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.definitions[cid]
+}
+
+func (d *Driver) cacheDefinition(cid string, def *jobdef.Definition) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.definitions == nil || len(d.definitions) >= maxCachedDefinitions {
+		d.definitions = map[string]*jobdef.Definition{}
+	}
+	d.definitions[cid] = def
+}
+
+// forgetDefinition drops cid's definition (its job has ended).
+func (d *Driver) forgetDefinition(cid string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.definitions, cid)
 }
 
 // permanentFetchError: every gateway answered with bytes that can never be
