@@ -76,6 +76,9 @@ func spawnWorkerIn(t testing.TB, ctd, addr, data string, extra ...string) *worke
 		t.Fatal(err)
 	}
 	go func() { w.done <- w.cmd.Wait() }()
+	// After the worker stops: a worker killed with SIGKILL leaves its spare
+	// workspaces (and a running job's) mounted for the next start to clear.
+	t.Cleanup(func() { runtimetest.UnmountUnder(w.data) })
 	t.Cleanup(func() { w.stop(t) })
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(w.stdout(), "Watching for jobs") {
