@@ -195,6 +195,15 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		return err // a definition that passed fetch cannot become invalid
 	}
 	ci := snap.Container
+	var prepared <-chan error // the workspace being made, until waited for
+	waitPrepared := func() error {
+		if prepared == nil {
+			return nil
+		}
+		err := <-prepared
+		prepared = nil
+		return err
+	}
 	if ci == nil {
 		attempt := 1
 		if a, err := strconv.Atoi(snap.Fields[FieldAttempts]); err == nil {
@@ -207,9 +216,12 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 			}
 		}
 		ci = &journal.ContainerIntent{ID: ContainerID(key, attempt), Attempt: attempt, Deadline: deadline.UTC(), Image: def.ImageRef()}
-		if err := d.prepareWorkspace(key, def); err != nil {
-			return err
-		}
+		// The workspace is made while the image is checked (both local and
+		// independent), and waited for before the intent.
+		ws := make(chan error, 1)
+		go func() { ws <- d.prepareWorkspace(key, def) }()
+		prepared = ws
+		defer waitPrepared()
 	}
 	if snap.Upload != nil {
 		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
@@ -236,6 +248,9 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 			return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
 		}
 		return fmt.Errorf("image %s: %w", ci.Image, err)
+	}
+	if err := waitPrepared(); err != nil {
+		return err
 	}
 	if snap.Container == nil {
 		// The job's GPUs and share of the host, waited for until its
