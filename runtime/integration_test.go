@@ -18,6 +18,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -861,6 +862,48 @@ func (e *env) testCreateRecovers(t *testing.T) {
 	exit, err = r2.RunOp(ctx, s2.ID, 0, sh("test -x /bin/sh"), filepath.Join(t.TempDir(), "op2.log"))
 	if err != nil || exit.Code != 0 {
 		t.Errorf("RunOp with the %s snapshotter = %+v, %v", other, exit, err)
+	}
+
+	// The image's unpacked layers go behind the runtime's back (it remembers
+	// having unpacked them): EnsureImage does not notice, Create unpacks again.
+	if err := r2.EnsureImage(ctx, e.img); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Remove(ctx, s2.ID); err != nil {
+		t.Fatal(err)
+	}
+	sn2 := c.SnapshotService(other)
+	var layers []string
+	if err := sn2.Walk(cctx, func(_ context.Context, info snapshots.Info) error {
+		layers = append(layers, info.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for len(layers) > 0 { // children first: retry what still has one
+		var left []string
+		for _, l := range layers {
+			if err := sn2.Remove(cctx, l); err != nil && !errdefs.IsNotFound(err) {
+				left = append(left, l)
+			}
+		}
+		if len(left) == len(layers) {
+			t.Fatalf("cannot remove the %s snapshots %v", other, left)
+		}
+		layers = left
+	}
+	if err := r2.EnsureImage(ctx, e.img); err != nil {
+		t.Fatal(err)
+	}
+	s3 := s
+	s3.ID, s3.Attempt = runtime.ContainerID(job, 3), 3
+	if err := r2.Create(ctx, s3); err != nil {
+		t.Fatalf("Create after the image's snapshots were removed: %v", err)
+	}
+	t.Cleanup(func() { r2.Remove(context.Background(), s3.ID) })
+	exit, err = r2.RunOp(ctx, s3.ID, 0, sh("test -x /bin/sh"), filepath.Join(t.TempDir(), "op3.log"))
+	if err != nil || exit.Code != 0 {
+		t.Errorf("RunOp after unpacking again = %+v, %v", exit, err)
 	}
 }
 

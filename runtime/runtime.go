@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -145,6 +146,9 @@ type Runtime struct {
 	clientLog   *clog.Entry
 	gpu         GPUHost
 	images      ImageConfig
+	// unpacked holds the targets (digest.Digest) of images this Runtime found or
+	// made unpacked for its snapshotter; cleared when Prune removes an image.
+	unpacked sync.Map
 }
 
 // New connects to containerd at cfg.Address and checks that it answers (Version)

@@ -376,8 +376,10 @@ func (r *Runtime) createOrLoad(ctx context.Context, s ContainerSpec, img client.
 				return user, fmt.Errorf("remove stale snapshot: %w", err)
 			}
 		case errdefs.IsNotFound(err) && !unpacked:
-			// The image's layers are not unpacked for this snapshotter yet.
+			// The image's layers are not unpacked for this snapshotter (yet,
+			// or no more).
 			unpacked = true
+			r.unpacked.Delete(img.Target().Digest)
 			if err := r.unpack(ctx, img); err != nil {
 				return user, err
 			}
