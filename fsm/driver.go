@@ -15,6 +15,7 @@ import (
 	"github.com/hypernode-sol/worker/chain"
 	"github.com/hypernode-sol/worker/failpoint"
 	"github.com/hypernode-sol/worker/hardware"
+	"github.com/hypernode-sol/worker/jobdef"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -200,7 +201,8 @@ type Driver struct {
 	// that failed transiently (defaults 500ms and 15s).
 	RetryMin, RetryMax time.Duration
 	mu                 sync.Mutex
-	imageFailures      map[string]int // job -> failed image pulls since this process started
+	imageFailures      map[string]int                // job -> failed image pulls since this process started
+	definitions        map[string]*jobdef.Definition // CID -> parsed definition of a job not yet ended (read-only)
 
 	// Workspaces, when set, gives each job's workspace a hard cap of
 	// Limits.MaxWorkspaceBytes (a filesystem of that size); nil leaves only

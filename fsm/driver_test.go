@@ -140,12 +140,15 @@ func (c *fakeChain) count(instruction string) int {
 
 // memStore is a content store in memory that computes real CIDs.
 type memStore struct {
-	mu    sync.Mutex
-	blobs map[string][]byte
-	lie   map[string][]byte // cid -> bytes served instead
+	mu      sync.Mutex
+	blobs   map[string][]byte
+	lie     map[string][]byte // cid -> bytes served instead
+	fetches map[string]int    // cid -> Fetch calls
 }
 
-func newMemStore() *memStore { return &memStore{blobs: map[string][]byte{}, lie: map[string][]byte{}} }
+func newMemStore() *memStore {
+	return &memStore{blobs: map[string][]byte{}, lie: map[string][]byte{}, fetches: map[string]int{}}
+}
 
 func (s *memStore) put(b []byte) string {
 	c, _, err := ipfs.ComputeCID(bytes.NewReader(b))
@@ -161,6 +164,7 @@ func (s *memStore) put(b []byte) string {
 func (s *memStore) Fetch(_ context.Context, cid string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.fetches[cid]++
 	if b, ok := s.lie[cid]; ok {
 		got, _, _ := ipfs.ComputeCID(bytes.NewReader(b))
 		return nil, &ipfs.MismatchError{Gateway: "mem", Want: cid, Got: got.String()}
@@ -452,6 +456,53 @@ func TestDriverSucceeds(t *testing.T) {
 		t.Fatal("container not removed after upload")
 	}
 	r.verify()
+}
+
+// TestDriverFetchesDefinitionOnce: the start and run steps reuse the
+// definition the fetch step verified against its CID; a driver that ends the
+// job forgets it, and a new driver (a restart) fetches it again.
+func TestDriverFetchesDefinitionOnce(t *testing.T) {
+	r := newRig(t)
+	def := `{` + imageField + `,"operations":[{"type":"run","command":"echo one"}]}`
+	job := r.post(def)
+	cid := r.store.put([]byte(def))
+	r.run(job)
+	if res := r.result(job); res.Status != jobdef.StatusSucceeded {
+		t.Fatalf("result %+v", res)
+	}
+	if n := r.store.fetches[cid]; n != 1 {
+		t.Errorf("definition fetched %d times for one job, want 1", n)
+	}
+	if def := r.driver.cachedDefinition(cid); def != nil {
+		t.Errorf("ended job's definition still cached: %+v", def)
+	}
+
+	// Same definition, another job, a driver that restarts between fetch and
+	// start: the new process fetches it once more.
+	job2 := r.post(def)
+	r.chain.jobs[job2].State = chain.JobRunning
+	node := r.chain.Node()
+	r.chain.jobs[job2].Node = &node
+	if _, err := r.driver.Poll(job2); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		snap, err := r.j.Snapshot(job2.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.State == string(Fetched) {
+			break
+		}
+		if err := r.driver.step(context.Background(), job2, snap); err != nil {
+			t.Fatalf("step from %s: %v", snap.State, err)
+		}
+	}
+	r.driver = r.newDriver()
+	r.run(job2)
+	if n := r.store.fetches[cid]; n != 3 {
+		t.Errorf("definition fetched %d times in all, want 3 (job 1, job 2 before and after the restart)", n)
+	}
 }
 
 func contains(list []string, s string) bool {

@@ -19,6 +19,9 @@ import (
 // workspace; its scrubbed logs and result document stay in the job
 // directory for the operator.
 func (d *Driver) cleanup(ctx context.Context, snap journal.Snapshot) {
+	if cid := snap.Fields[FieldDefinition]; cid != "" {
+		d.forgetDefinition(cid)
+	}
 	if snap.Container != nil {
 		if err := d.Runtime.Remove(ctx, snap.Container.ID); err != nil {
 			d.Log.Warn().Err(err).Str("job", snap.Job).Msg("remove container (the reaper will retry)")

@@ -40,6 +40,9 @@ func (d *Driver) definition(ctx context.Context, acc *chain.Job) (*jobdef.Defini
 		return nil, "", &rejection{"job account has no definition (ipfs_job is zero)"}
 	}
 	cid := ipfs.CIDFromDigest(ipfs.Digest(acc.IPFSJob))
+	if def := d.cachedDefinition(cid); def != nil {
+		return def, cid, nil
+	}
 	b, err := d.Store.Fetch(ctx, cid)
 	if err != nil {
 		if permanentFetchError(err) {
@@ -51,7 +54,38 @@ func (d *Driver) definition(ctx context.Context, acc *chain.Job) (*jobdef.Defini
 	if err != nil {
 		return nil, cid, &rejection{"invalid job definition: " + err.Error()}
 	}
+	d.cacheDefinition(cid, def)
 	return def, cid, nil
+}
+
+// maxCachedDefinitions bounds the parsed definitions the driver keeps; past it
+// the cache starts again empty.
+const maxCachedDefinitions = 64
+
+// cachedDefinition is the definition parsed from cid's bytes when the driver
+// still has it (fetched by an earlier step of a job that has not ended): the
+// CID names the bytes, so the start and run steps reuse what fetch verified
+// instead of fetching it again. nil otherwise.
+func (d *Driver) cachedDefinition(cid string) *jobdef.Definition {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.definitions[cid]
+}
+
+func (d *Driver) cacheDefinition(cid string, def *jobdef.Definition) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.definitions == nil || len(d.definitions) >= maxCachedDefinitions {
+		d.definitions = map[string]*jobdef.Definition{}
+	}
+	d.definitions[cid] = def
+}
+
+// forgetDefinition drops cid's definition (its job has ended).
+func (d *Driver) forgetDefinition(cid string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.definitions, cid)
 }
 
 // permanentFetchError: every gateway answered with bytes that can never be
@@ -161,6 +195,15 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 		return err // a definition that passed fetch cannot become invalid
 	}
 	ci := snap.Container
+	var prepared <-chan error // the workspace being made, until waited for
+	waitPrepared := func() error {
+		if prepared == nil {
+			return nil
+		}
+		err := <-prepared
+		prepared = nil
+		return err
+	}
 	if ci == nil {
 		attempt := 1
 		if a, err := strconv.Atoi(snap.Fields[FieldAttempts]); err == nil {
@@ -173,9 +216,12 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 			}
 		}
 		ci = &journal.ContainerIntent{ID: ContainerID(key, attempt), Attempt: attempt, Deadline: deadline.UTC(), Image: def.ImageRef()}
-		if err := d.prepareWorkspace(key, def); err != nil {
-			return err
-		}
+		// The workspace is made while the image is checked (both local and
+		// independent), and waited for before the intent.
+		ws := make(chan error, 1)
+		go func() { ws <- d.prepareWorkspace(key, def) }()
+		prepared = ws
+		defer waitPrepared()
 	}
 	if snap.Upload != nil {
 		return d.resumeUpload(ctx, key, Fetched, EvFailStart, snap)
@@ -202,6 +248,9 @@ func (d *Driver) start(ctx context.Context, job solana.PublicKey, snap journal.S
 			return d.uploadResult(ctx, key, Fetched, EvFailStart, res)
 		}
 		return fmt.Errorf("image %s: %w", ci.Image, err)
+	}
+	if err := waitPrepared(); err != nil {
+		return err
 	}
 	if snap.Container == nil {
 		// The job's GPUs and share of the host, waited for until its

@@ -111,10 +111,13 @@ func (r *Runtime) importOnce(ctx context.Context, path string) ([]string, error)
 	return names, nil
 }
 
-// EnsureImage makes ref present and unpacked, and records the use (LabelLastUsed): an
-// image already in the namespace is only unpacked if needed (no network); otherwise it
-// is pulled, with progress reported as ImageConfig says and the registry's credential
-// from ImageConfig.Auth. Short names are normalised the Docker way ("busybox" →
+// EnsureImage makes ref present and unpacked, and records the use (LabelLastUsed, to
+// the minute: a use within a minute of the recorded one is not written again): an
+// image already in the namespace is only unpacked if needed (no network; not even
+// checked when this Runtime unpacked or checked it before and pruned nothing since:
+// should its snapshots go behind the worker's back, Create unpacks it again);
+// otherwise it is pulled, with progress reported as ImageConfig says and the
+// registry's credential from ImageConfig.Auth. Short names are normalised the Docker way ("busybox" →
 // "docker.io/library/busybox:latest"). Registries on loopback (localhost,
 // 127.0.0.0/8, ::1) are reached over plain HTTP, all others over HTTPS. After a pull,
 // the cache is pruned to ImageConfig.CacheLimitBytes (ref itself is kept).
@@ -130,10 +133,12 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	img, err := r.client.GetImage(ctx, name)
 	switch {
 	case err == nil:
-		if err := r.unpack(ctx, img); err != nil {
-			return err
+		if _, ok := r.unpacked.Load(img.Target().Digest); !ok {
+			if err := r.unpack(ctx, img); err != nil {
+				return err
+			}
 		}
-		r.touch(ctx, name)
+		r.touchIfStale(ctx, img)
 		return nil
 	case !errdefs.IsNotFound(err):
 		return fmt.Errorf("image %s: %w", name, err)
@@ -241,6 +246,22 @@ func refused(err error) bool {
 func (r *Runtime) touch(ctx context.Context, name string) {
 	r.setLastUsed(ctx, name, time.Now())
 }
+
+// touchIfStale is touch for an image whose LabelLastUsed (read with img) is missing
+// or at least lastUsedResolution old: an image used again and again costs no write
+// to containerd's metadata on each job's start.
+func (r *Runtime) touchIfStale(ctx context.Context, img client.Image) {
+	if t, err := time.Parse(time.RFC3339Nano, img.Labels()[LabelLastUsed]); err == nil {
+		if age := time.Since(t); age >= 0 && age < lastUsedResolution {
+			return
+		}
+	}
+	r.touch(ctx, img.Name())
+}
+
+// lastUsedResolution is how stale an image's LabelLastUsed may be while the image is
+// used: far below DefaultPruneGrace.
+const lastUsedResolution = time.Minute
 
 func (r *Runtime) setLastUsed(ctx context.Context, name string, t time.Time) {
 	_, err := r.client.ImageService().Update(ctx, images.Image{Name: name,
@@ -350,6 +371,7 @@ func (r *Runtime) Prune(ctx context.Context, limitBytes int64, keep ...string) (
 		if u.InUse || slices.Contains(kept, u.Name) || (grace > 0 && now.Sub(u.LastUsed) < grace) {
 			continue
 		}
+		r.unpacked.Clear() // its layers' snapshots may go with it
 		err := r.client.ImageService().Delete(ctx, u.Name, images.SynchronousDelete())
 		if err != nil && !errdefs.IsNotFound(err) {
 			return rep, fmt.Errorf("remove image %s: %w", u.Name, err)
@@ -381,17 +403,19 @@ func (r *Runtime) image(ctx context.Context, ref string) (client.Image, error) {
 	return img, nil
 }
 
+// unpack unpacks img for the runtime's snapshotter unless it is already, and
+// remembers that it is (Runtime.unpacked).
 func (r *Runtime) unpack(ctx context.Context, img client.Image) error {
 	ok, err := img.IsUnpacked(ctx, r.snapshotter)
 	if err != nil {
 		return fmt.Errorf("image %s: check unpacked for %s: %w", img.Name(), r.snapshotter, err)
 	}
-	if ok {
-		return nil
+	if !ok {
+		if err := img.Unpack(ctx, r.snapshotter); err != nil {
+			return fmt.Errorf("image %s: unpack for %s: %w", img.Name(), r.snapshotter, err)
+		}
 	}
-	if err := img.Unpack(ctx, r.snapshotter); err != nil {
-		return fmt.Errorf("image %s: unpack for %s: %w", img.Name(), r.snapshotter, err)
-	}
+	r.unpacked.Store(img.Target().Digest, struct{}{})
 	return nil
 }
 

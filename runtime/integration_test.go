@@ -18,6 +18,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -55,6 +56,7 @@ func TestContainerd(t *testing.T) {
 	t.Run("OOMKilled", e.testOOM)
 	t.Run("NonRootImageOwnsWorkspace", e.testNonRoot)
 	t.Run("CreateIdempotent", e.testCreateIdempotent)
+	t.Run("CreateRecovers", e.testCreateRecovers)
 	t.Run("List", e.testList)
 	t.Run("EnsureImage", e.testEnsureImage)
 	t.Run("PullFromLoopbackRegistry", e.testPull)
@@ -759,8 +761,9 @@ func (e *env) testNonRoot(t *testing.T) {
 	}
 	s := e.container(t, func(s *runtime.ContainerSpec) { s.Image = img; s.Workspace = ws })
 	logPath := filepath.Join(t.TempDir(), "op.log")
+	// touch's complaint goes to stdout: the log orders lines of one stream only.
 	exit, err := e.r.RunOp(ctxT(t), s.ID, 0,
-		sh("id -u; cat /workspace/input.json >> /workspace/output/r.json && echo ok > /workspace/new && echo w > /tmp/t && (touch /x || true)"), logPath)
+		sh("id -u; cat /workspace/input.json >> /workspace/output/r.json && echo ok > /workspace/new && echo w > /tmp/t && (touch /x 2>&1 || true)"), logPath)
 	if err != nil || exit.Code != 0 {
 		t.Fatalf("RunOp = %+v, %v\n%s", exit, err, readFile(t, logPath))
 	}
@@ -815,6 +818,95 @@ func (e *env) testCreateIdempotent(t *testing.T) {
 	}
 }
 
+// testCreateRecovers: Create succeeds where a crash inside an earlier create left
+// the container's snapshot without its container, and where the image is not yet
+// unpacked for the runtime's snapshotter; the container then runs an operation.
+func (e *env) testCreateRecovers(t *testing.T) {
+	ctx := ctxT(t)
+	c, cctx := e.rawClient(t)
+	job := runtimetest.UniqueJob(t)
+	s := runtime.ContainerSpec{ID: runtime.ContainerID(job, 1), Job: job, Attempt: 1, Image: e.img, Workspace: t.TempDir()}
+	sn := c.SnapshotService(e.r.Snapshotter())
+	if _, err := sn.Prepare(cctx, s.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Remove(context.Background(), s.ID) })
+	if err := e.r.Create(ctx, s); err != nil {
+		t.Fatalf("Create over a stale snapshot: %v", err)
+	}
+	t.Cleanup(func() { e.r.Remove(context.Background(), s.ID) })
+	if st, err := e.r.Inspect(ctx, s.ID); err != nil || !st.Exists {
+		t.Fatalf("Inspect after Create = %+v, %v", st, err)
+	}
+	exit, err := e.r.RunOp(ctx, s.ID, 0, sh("test -x /bin/sh"), filepath.Join(t.TempDir(), "op.log"))
+	if err != nil || exit.Code != 0 {
+		t.Errorf("RunOp in a container created over a stale snapshot = %+v, %v: its root filesystem is not the image's", exit, err)
+	}
+
+	// Another snapshotter of the same daemon has never unpacked the image.
+	other := "native"
+	if e.r.Snapshotter() == other {
+		other = "overlayfs"
+	}
+	r2, err := runtime.New(ctx, runtime.Config{Address: e.addr, Namespace: e.r.Namespace(), Snapshotter: other})
+	if err != nil {
+		t.Skipf("no second snapshotter: %v", err)
+	}
+	t.Cleanup(func() { r2.Close() })
+	s2 := s
+	s2.ID, s2.Attempt = runtime.ContainerID(job, 2), 2
+	if err := r2.Create(ctx, s2); err != nil {
+		t.Fatalf("Create with an image not unpacked for %s: %v", other, err)
+	}
+	t.Cleanup(func() { r2.Remove(context.Background(), s2.ID) })
+	exit, err = r2.RunOp(ctx, s2.ID, 0, sh("test -x /bin/sh"), filepath.Join(t.TempDir(), "op2.log"))
+	if err != nil || exit.Code != 0 {
+		t.Errorf("RunOp with the %s snapshotter = %+v, %v", other, exit, err)
+	}
+
+	// The image's unpacked layers go behind the runtime's back (it remembers
+	// having unpacked them): EnsureImage does not notice, Create unpacks again.
+	if err := r2.EnsureImage(ctx, e.img); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Remove(ctx, s2.ID); err != nil {
+		t.Fatal(err)
+	}
+	sn2 := c.SnapshotService(other)
+	var layers []string
+	if err := sn2.Walk(cctx, func(_ context.Context, info snapshots.Info) error {
+		layers = append(layers, info.Name)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for len(layers) > 0 { // children first: retry what still has one
+		var left []string
+		for _, l := range layers {
+			if err := sn2.Remove(cctx, l); err != nil && !errdefs.IsNotFound(err) {
+				left = append(left, l)
+			}
+		}
+		if len(left) == len(layers) {
+			t.Fatalf("cannot remove the %s snapshots %v", other, left)
+		}
+		layers = left
+	}
+	if err := r2.EnsureImage(ctx, e.img); err != nil {
+		t.Fatal(err)
+	}
+	s3 := s
+	s3.ID, s3.Attempt = runtime.ContainerID(job, 3), 3
+	if err := r2.Create(ctx, s3); err != nil {
+		t.Fatalf("Create after the image's snapshots were removed: %v", err)
+	}
+	t.Cleanup(func() { r2.Remove(context.Background(), s3.ID) })
+	exit, err = r2.RunOp(ctx, s3.ID, 0, sh("test -x /bin/sh"), filepath.Join(t.TempDir(), "op3.log"))
+	if err != nil || exit.Code != 0 {
+		t.Errorf("RunOp after unpacking again = %+v, %v", exit, err)
+	}
+}
+
 func (e *env) testList(t *testing.T) {
 	ctx := ctxT(t)
 	a := e.container(t, nil)
@@ -860,6 +952,39 @@ func (e *env) testEnsureImage(t *testing.T) {
 	ctx := ctxT(t)
 	if err := e.r.EnsureImage(ctx, e.img); err != nil {
 		t.Errorf("EnsureImage of a present image: %v", err)
+	}
+	// The use is recorded to the minute: an older record is renewed, a recent one
+	// left as it is (no metadata write on every job's start).
+	lastUsed := func() time.Time {
+		t.Helper()
+		imgs, err := e.r.Images(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range imgs {
+			if u.Name == e.img {
+				return u.LastUsed
+			}
+		}
+		t.Fatalf("%s not in Images: %+v", e.img, imgs)
+		return time.Time{}
+	}
+	for _, tt := range []struct {
+		age   time.Duration
+		renew bool
+	}{{2 * time.Hour, true}, {61 * time.Second, true}, {20 * time.Second, false}, {-time.Hour, true}} {
+		set := time.Now().Add(-tt.age).UTC()
+		if err := e.r.SetImageLastUsed(ctx, e.img, set); err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now()
+		if err := e.r.EnsureImage(ctx, e.img); err != nil {
+			t.Fatal(err)
+		}
+		got := lastUsed()
+		if renewed := !got.Equal(set); renewed != tt.renew || (renewed && got.Before(before.Add(-time.Second))) {
+			t.Errorf("last used %v ago: after EnsureImage it is %v (set %v), want renewed = %v", tt.age, got, set, tt.renew)
+		}
 	}
 	if err := e.r.EnsureImage(ctx, "Not A Ref"); !errors.Is(err, runtime.ErrInvalid) {
 		t.Errorf("EnsureImage of a malformed ref = %v, want ErrInvalid", err)

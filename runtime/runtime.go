@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -35,6 +36,8 @@ import (
 	"github.com/containerd/errdefs"
 	clog "github.com/containerd/log"
 	"github.com/rs/zerolog"
+
+	"github.com/hypernode-sol/worker/runtime/logwriter"
 )
 
 // Defaults applied by New to a zero Config field.
@@ -46,7 +49,7 @@ const (
 	DefaultRuntime      = "io.containerd.runc.v2"
 
 	// DefaultLogLimitBytes is how much output of one operation its log keeps.
-	DefaultLogLimitBytes = 64 << 20
+	DefaultLogLimitBytes = logwriter.DefaultLimitBytes
 
 	// connectTimeout bounds how long New waits for the daemon to answer Version.
 	connectTimeout = 10 * time.Second
@@ -143,6 +146,9 @@ type Runtime struct {
 	clientLog   *clog.Entry
 	gpu         GPUHost
 	images      ImageConfig
+	// unpacked holds the targets (digest.Digest) of images this Runtime found or
+	// made unpacked for its snapshotter; cleared when Prune removes an image.
+	unpacked sync.Map
 }
 
 // New connects to containerd at cfg.Address and checks that it answers (Version)

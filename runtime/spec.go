@@ -326,21 +326,11 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 		}
 	}
 
-	c, err := r.existing(ctx, s.ID, img.Name())
-	if errdefs.IsNotFound(err) {
-		c, err = r.newContainer(ctx, s, img, gpuOpts)
-		if errdefs.IsAlreadyExists(err) {
-			c, err = r.existing(ctx, s.ID, img.Name())
-		}
-	}
+	user, err := r.createOrLoad(ctx, s, img, gpuOpts)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
-	spec, err := c.Spec(ctx)
-	if err != nil {
-		return fmt.Errorf("create %s: read spec: %w", s.ID, err)
-	}
-	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
+	uid, gid := int(user.UID), int(user.GID)
 	if err := chownTree(ws, uid, gid); err != nil {
 		return fmt.Errorf("create %s: give the workspace to %d:%d: %w", s.ID, uid, gid, err)
 	}
@@ -352,18 +342,56 @@ func (r *Runtime) Create(ctx context.Context, s ContainerSpec) error {
 	return nil
 }
 
-func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.Image, gpuOpts []oci.SpecOpts) (client.Container, error) {
-	if err := r.unpack(ctx, img); err != nil {
-		return nil, err
-	}
-	// A snapshot without its container is what a crash inside NewContainer leaves
-	// behind (its lease outlives the process); it would make WithNewSnapshot fail.
-	sn := r.client.SnapshotService(r.snapshotter)
-	if _, err := sn.Stat(ctx, s.ID); err == nil {
-		if err := sn.Remove(ctx, s.ID); err != nil && !errdefs.IsNotFound(err) {
-			return nil, fmt.Errorf("remove stale snapshot: %w", err)
+// createOrLoad creates the container s describes, or loads it when it already
+// exists with s's image, and returns the user its processes run as. The common case
+// (a new container of an unpacked image) costs the create alone; an image not yet
+// unpacked for the snapshotter is unpacked, and a snapshot left without its
+// container by a crash inside an earlier create is removed, each once, when the
+// create fails for that reason.
+func (r *Runtime) createOrLoad(ctx context.Context, s ContainerSpec, img client.Image, gpuOpts []oci.SpecOpts) (specs.User, error) {
+	var user specs.User
+	unpacked, cleared := false, false
+	for {
+		err := r.newContainer(ctx, s, img, gpuOpts, &user)
+		switch {
+		case err == nil:
+			return user, nil
+		case errdefs.IsAlreadyExists(err):
+			c, lerr := r.existing(ctx, s.ID, img.Name())
+			if lerr == nil {
+				spec, err := c.Spec(ctx)
+				if err != nil {
+					return user, fmt.Errorf("read spec: %w", err)
+				}
+				return spec.Process.User, nil
+			}
+			if !errdefs.IsNotFound(lerr) || cleared {
+				return user, lerr
+			}
+			// A snapshot without its container is what a crash inside
+			// NewContainer leaves behind (its lease outlives the process).
+			cleared = true
+			sn := r.client.SnapshotService(r.snapshotter)
+			if err := sn.Remove(ctx, s.ID); err != nil && !errdefs.IsNotFound(err) {
+				return user, fmt.Errorf("remove stale snapshot: %w", err)
+			}
+		case errdefs.IsNotFound(err) && !unpacked:
+			// The image's layers are not unpacked for this snapshotter (yet,
+			// or no more).
+			unpacked = true
+			r.unpacked.Delete(img.Target().Digest)
+			if err := r.unpack(ctx, img); err != nil {
+				return user, err
+			}
+		default:
+			return user, err
 		}
 	}
+}
+
+// newContainer creates the container with its snapshot (key s.ID) and spec, and
+// stores the spec's process user in user.
+func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.Image, gpuOpts []oci.SpecOpts, user *specs.User) error {
 	labels := make(map[string]string, len(s.Labels)+3)
 	for k, v := range s.Labels {
 		labels[k] = v
@@ -375,7 +403,13 @@ func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.
 
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img)}, SpecOpts(s)...)
 	specOpts = append(specOpts, gpuOpts...) // last: CDI edits and the GPU env win
-	return r.client.NewContainer(ctx, s.ID,
+	specOpts = append(specOpts, func(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+		if sp.Process != nil {
+			*user = sp.Process.User
+		}
+		return nil
+	})
+	_, err := r.client.NewContainer(ctx, s.ID,
 		client.WithImage(img),
 		client.WithSnapshotter(r.snapshotter),
 		client.WithNewSnapshot(s.ID, img),
@@ -383,6 +417,7 @@ func (r *Runtime) newContainer(ctx context.Context, s ContainerSpec, img client.
 		client.WithContainerLabels(labels),
 		client.WithNewSpec(specOpts...),
 	)
+	return err
 }
 
 // existing loads container id when it exists with image; with another image the error

@@ -76,6 +76,9 @@ func spawnWorkerIn(t testing.TB, ctd, addr, data string, extra ...string) *worke
 		t.Fatal(err)
 	}
 	go func() { w.done <- w.cmd.Wait() }()
+	// After the worker stops: a worker killed with SIGKILL leaves its spare
+	// workspaces (and a running job's) mounted for the next start to clear.
+	t.Cleanup(func() { runtimetest.UnmountUnder(w.data) })
 	t.Cleanup(func() { w.stop(t) })
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(w.stdout(), "Watching for jobs") {
@@ -381,6 +384,7 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		{"missing inventory", []string{"config", "--gpu-inventory", filepath.Join(dir, "none.xml")}, "GPU_INVENTORY"},
 		{"image archive is a directory", []string{"start", "--import-image", dir}, "is not a regular file"},
 		{"workspace limit", []string{"config", "--workspace-limit-mb", "0"}, "WORKSPACE_LIMIT_MB"},
+		{"workspace spares", []string{"config", "--workspace-spares", "17"}, "WORKSPACE_SPARES"},
 		{"API address not loopback", []string{"config", "--api-addr", "0.0.0.0:9090"}, `API_ADDR "0.0.0.0:9090" is not a loopback address`},
 		{"registry password without host", []string{"config", "--registry-user", "u", "--registry-password", "s3cr3t-registry-pw"}, "go together"},
 		{"registry auth readable by others", []string{"config", "--registry-auth", open}, "REGISTRY_AUTH"},

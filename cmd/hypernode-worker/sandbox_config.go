@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"path/filepath"
 	"strconv"
 
 	"github.com/hypernode-sol/worker/fsm"
@@ -18,6 +19,10 @@ type SandboxConfig struct {
 	// (MODEL_CACHE_DIR, default DATA_DIR/models; MODEL_CACHE_LIMIT_MB, 0 = off).
 	ModelCacheDir        string
 	ModelCacheLimitBytes int64
+	// WorkspaceSpares is how many capped workspace filesystems are kept formatted
+	// and mounted ahead of need (WORKSPACE_SPARES; 0: each job's is made when it
+	// starts).
+	WorkspaceSpares int
 }
 
 func init() {
@@ -26,6 +31,7 @@ func init() {
 		setting{"LOG_LIMIT_MB", "log-limit-mb", "64", "MiB of output one operation may write; at the limit the job is stopped and failed"},
 		setting{"MODEL_CACHE_DIR", "model-cache-dir", "", "shared model cache directory (default DATA_DIR/models)"},
 		setting{"MODEL_CACHE_LIMIT_MB", "model-cache-limit-mb", "0", "MiB the model cache may hold, least recently used models evicted past it; 0 turns the cache off"},
+		setting{"WORKSPACE_SPARES", "workspace-spares", "1", "capped job workspaces kept formatted and mounted ahead of need, 0 to 16 (0: made when each job starts)"},
 	)
 }
 
@@ -49,6 +55,11 @@ func parseSandboxConfig(c *Config, raw map[string]string) error {
 	}
 	s.ModelCacheLimitBytes = mb << 20
 	s.ModelCacheDir = raw["MODEL_CACHE_DIR"]
+	n, err := strconv.Atoi(raw["WORKSPACE_SPARES"])
+	if err != nil || n < 0 || n > 16 {
+		return settingErr("WORKSPACE_SPARES", "WORKSPACE_SPARES %q is not a number from 0 to 16", raw["WORKSPACE_SPARES"])
+	}
+	s.WorkspaceSpares = n
 	return nil
 }
 
@@ -72,10 +83,40 @@ func (w *worker) sandbox(d *fsm.Driver) {
 		Int64("log_limit_bytes", w.cfg.Sandbox.LogLimitBytes).Bool("workspace_cap", d.Workspaces != nil).Msg("sandbox")
 }
 
-// workspaceFS implements fsm.WorkspaceFS over runtime/workspacefs.
-type workspaceFS struct{}
+// openWorkspacePool keeps WORKSPACE_SPARES capped workspaces ready for d's jobs
+// (DATA_DIR/workspace-pool) when d caps workspaces; the returned function closes
+// the pool, unmounting and removing the spares. Without a pool, jobs format
+// their own.
+func (w *worker) openWorkspacePool(d *fsm.Driver) (closePool func()) {
+	n := w.cfg.Sandbox.WorkspaceSpares
+	if d.Workspaces == nil || n == 0 {
+		return func() {}
+	}
+	log := w.log.With().Str("component", "workspace-pool").Logger()
+	p, err := workspacefs.OpenPool(workspacefs.PoolConfig{Dir: filepath.Join(w.cfg.DataDir, "workspace-pool"),
+		Bytes: w.cfg.WorkspaceLimitBytes, Count: n, FloorBytes: w.cfg.DiskFloorBytes,
+		OnError: func(err error) { log.Warn().Err(err).Msg("no spare workspace made; jobs format their own meanwhile") }})
+	if err != nil {
+		log.Warn().Err(err).Msg("workspace pool off")
+		return func() {}
+	}
+	d.Workspaces = workspaceFS{pool: p}
+	log.Info().Int("spares", n).Msg("workspace pool")
+	return func() {
+		if err := p.Close(); err != nil {
+			log.Warn().Err(err).Msg("close workspace pool")
+		}
+	}
+}
 
-func (workspaceFS) Mount(dir, image string, bytes int64) error {
+// workspaceFS implements fsm.WorkspaceFS over runtime/workspacefs, taking a
+// spare from pool when there is one.
+type workspaceFS struct{ pool *workspacefs.Pool }
+
+func (f workspaceFS) Mount(dir, image string, bytes int64) error {
+	if f.pool != nil {
+		return f.pool.Mount(dir, image, bytes)
+	}
 	return workspacefs.Mount(dir, image, bytes)
 }
 func (workspaceFS) Unmount(dir string) error      { return workspacefs.Unmount(dir) }

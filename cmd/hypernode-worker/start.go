@@ -135,6 +135,7 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	}
 
 	driver := w.driver()
+	defer w.openWorkspacePool(driver)()
 	watch := w.chain.WatchMarket(ctx) // accountSubscribe on the market; polling covers it while down
 	defer watch.Stop()
 	loop := &fsm.Loop{Driver: driver, Market: w.chain, Fits: func(v uint8, g chain.GPUType) bool { return w.specs.Fits(v, uint8(g)) },

@@ -1,4 +1,4 @@
-package runtime
+package logwriter
 
 import (
 	"bytes"
@@ -16,11 +16,11 @@ func TestLoggerArgs(t *testing.T) {
 		args []string
 		ok   bool
 	}{
-		{[]string{argLogPath, "/l", argLogLimit, "10"}, true},
-		{[]string{argLogLimit, "10", argLogPath, "/l"}, true}, // the shim's map order is random
-		{[]string{argLogPath, "/l"}, false},
+		{[]string{ArgLogPath, "/l", ArgLogLimit, "10"}, true},
+		{[]string{ArgLogLimit, "10", ArgLogPath, "/l"}, true}, // the shim's map order is random
+		{[]string{ArgLogPath, "/l"}, false},
 		{[]string{"start", "--config", "x", "y"}, false},
-		{[]string{argLogPath, "/l", argLogLimit}, false},
+		{[]string{ArgLogPath, "/l", ArgLogLimit}, false},
 		{nil, false},
 	}
 	for _, tt := range tests {
@@ -28,7 +28,7 @@ func TestLoggerArgs(t *testing.T) {
 		if ok != tt.ok {
 			t.Errorf("loggerArgs(%q) ok = %v, want %v", tt.args, ok, tt.ok)
 		}
-		if ok && (m[argLogPath] != "/l" || m[argLogLimit] != "10") {
+		if ok && (m[ArgLogPath] != "/l" || m[ArgLogLimit] != "10") {
 			t.Errorf("loggerArgs(%q) = %v", tt.args, m)
 		}
 	}

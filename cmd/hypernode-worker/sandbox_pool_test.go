@@ -1,0 +1,71 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hypernode-sol/worker/fsm"
+	"github.com/hypernode-sol/worker/runtime/workspacefs"
+)
+
+// TestWorkspacePoolWiring: with WORKSPACE_SPARES > 0 the driver's workspaces come
+// from a pool of that size under DATA_DIR/workspace-pool, each of
+// WORKSPACE_LIMIT_MB; closing it leaves the pool directory empty. With 0, or
+// without a workspace cap, there is no pool.
+func TestWorkspacePoolWiring(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loop-mounts filesystems (skipped with -short)")
+	}
+	if err := workspacefs.Check(); err != nil {
+		t.Skip(err)
+	}
+	data := t.TempDir()
+	w := &worker{log: zerolog.Nop(), cfg: &Config{DataDir: data, WorkspaceLimitBytes: 16 << 20,
+		Sandbox: SandboxConfig{WorkspaceSpares: 1}}}
+
+	none := &fsm.Driver{}
+	w.openWorkspacePool(none)()
+	if none.Workspaces != nil {
+		t.Errorf("a pool without a workspace cap: %#v", none.Workspaces)
+	}
+
+	d := &fsm.Driver{Workspaces: workspaceFS{}}
+	closePool := w.openWorkspacePool(d)
+	defer closePool()
+	fs, ok := d.Workspaces.(workspaceFS)
+	if !ok || fs.pool == nil {
+		t.Fatalf("Workspaces = %#v, want a pool", d.Workspaces)
+	}
+	if err := fs.pool.Refill(); errors.Is(err, workspacefs.ErrUnsupported) {
+		t.Skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.pool.Spares(); n != 1 {
+		t.Fatalf("Spares = %d, want WORKSPACE_SPARES = 1", n)
+	}
+	job := filepath.Join(data, "jobs", "j")
+	ws := filepath.Join(job, "workspace")
+	if err := d.Workspaces.Mount(ws, filepath.Join(job, "workspace.img"), 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Workspaces.Unmount(ws)
+	if n := fs.pool.Spares(); n != 0 {
+		t.Errorf("Spares = %d after a job's Mount, want 0 (taken)", n)
+	}
+	closePool()
+	if es, err := os.ReadDir(filepath.Join(data, "workspace-pool")); err != nil || len(es) != 0 {
+		t.Errorf("pool directory after close: %v, %v; want empty", es, err)
+	}
+
+	w.cfg.Sandbox.WorkspaceSpares = 0
+	off := &fsm.Driver{Workspaces: workspaceFS{}}
+	w.openWorkspacePool(off)()
+	if fs := off.Workspaces.(workspaceFS); fs.pool != nil {
+		t.Error("WORKSPACE_SPARES=0 made a pool")
+	}
+}
