@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -63,7 +64,16 @@ type worker struct {
 	rpcBase *swappableTransport
 }
 
+// daemonGCPercent is the daemon's GC target unless GOGC is set: its heap is
+// small and mostly idle between jobs, and half the default growth keeps its
+// resident memory about 2 MiB lower at the cost of more frequent, cheap
+// collections.
+const daemonGCPercent = 50
+
 func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(daemonGCPercent)
+	}
 	w := &worker{cfg: cfg, out: stdout, log: newLogger(stderr, cfg.LogFormat)}
 	defer w.close()
 	fmt.Fprint(stdout, banner)
