@@ -112,16 +112,15 @@ func (j *Journal) derive(tx *bolt.Tx, recs []Record, checkpoint bool) (*delta, e
 		snap, ok := d.snaps[rec.Job]
 		if !ok {
 			d.order = append(d.order, rec.Job)
-			if snap, ok = j.ov.snaps[rec.Job]; !ok { // only the writer changes snaps
-				if old := jobs.Get([]byte(rec.Job)); old != nil {
-					if err := unmarshalSnapshot(old, &snap); err != nil {
-						return nil, fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, rec.Job, err)
-					}
+			if snap, ok = j.ov.snaps[rec.Job]; ok { // only the writer changes snaps
+				snap.Fields = maps.Clone(snap.Fields) // a published snapshot is never changed
+			} else if old := jobs.Get([]byte(rec.Job)); old != nil {
+				if err := unmarshalSnapshot(old, &snap); err != nil {
+					return nil, fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, rec.Job, err)
 				}
 			}
 		}
-		snap.Fields = maps.Clone(snap.Fields) // stored snapshots are never mutated
-		snap.apply(rec)
+		snap.apply(rec) // on this delta's own copy
 		d.snaps[rec.Job] = snap
 		d.seqs[rec.Job] = append(d.seqs[rec.Job], rec.Seq)
 		d.last = rec.Seq

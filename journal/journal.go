@@ -447,6 +447,9 @@ func seqKey(seq uint64) []byte {
 // caller's (derive).
 func (j *Journal) logTx(tx *bolt.Tx, rec Record) (Record, error) {
 	log := tx.Bucket(bucketLog)
+	// Keys only ever grow: a split leaf is never written to again, so fill
+	// it (bbolt's default half-fills pages for random inserts).
+	log.FillPercent = logFillPercent
 	seq, err := log.NextSequence()
 	if err != nil {
 		return rec, err
@@ -461,6 +464,9 @@ func (j *Journal) logTx(tx *bolt.Tx, rec Record) (Record, error) {
 	}
 	return stored, nil
 }
+
+// logFillPercent is how full the log bucket's pages are split.
+const logFillPercent = 0.95
 
 // storeRecord encodes rec for the log (the binary format of codec.go) and
 // returns the record as its encoding decodes (see normalizeRecord): what
