@@ -30,7 +30,7 @@ import (
 
 // checkpointEvery is how many records the overlay holds before the next
 // commit also checkpoints them.
-const checkpointEvery = 512
+const checkpointEvery = 2048
 
 var keyDerived = []byte("derived")
 
