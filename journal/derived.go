@@ -29,8 +29,8 @@ import (
 // checkpointed at every commit, as those schemas require.
 
 // checkpointEvery is how many records the overlay holds before the next
-// commit also checkpoints them.
-const checkpointEvery = 2048
+// commit also checkpoints them (a variable for tests only).
+var checkpointEvery = 2048
 
 var keyDerived = []byte("derived")
 

@@ -13,6 +13,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// smallCheckpoints makes the test checkpoint every 64 records.
+func smallCheckpoints(t *testing.T) {
+	old := checkpointEvery
+	checkpointEvery = 64
+	t.Cleanup(func() { checkpointEvery = old })
+}
+
 // derivedOf reads meta/derived of a closed journal file.
 func derivedOf(t *testing.T, path string) string {
 	t.Helper()
@@ -47,6 +54,7 @@ func appendAll(t *testing.T, j *Journal, n int, jobs []string) map[string]int {
 // memory (the file unchanged) and whose read-write Open checkpoints it: both
 // give the same snapshots and records as the live journal did.
 func TestCrashLosesOnlyTheOverlay(t *testing.T) {
+	smallCheckpoints(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	j := open(t, path)
 	jobs := []string{"a", "b", "c"}
@@ -179,6 +187,7 @@ func TestUpgradeSchema2(t *testing.T) {
 // checkpoints never see a job's records go back, repeat or skip, nor its
 // snapshot run behind the records they saw before (run with -race).
 func TestReadersDuringCheckpoints(t *testing.T) {
+	smallCheckpoints(t)
 	j := open(t, filepath.Join(t.TempDir(), "j.db"))
 	defer j.Close()
 	jobs := []string{"a", "b", "c", "d"}

@@ -259,6 +259,7 @@ func BenchmarkBareBoltLives(b *testing.B) {
 // where a bucket belongs) fails the checkpoints, not the appends: every
 // record is still logged and readable, and Check names the damage.
 func TestBadIndexDoesNotStopAppends(t *testing.T) {
+	smallCheckpoints(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	j := open(t, path)
 	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("bad"), []byte("x")) }); err != nil {

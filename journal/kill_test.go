@@ -31,6 +31,7 @@ func runChild(mode, path string) {
 		_, err := Open(path, Options{})
 		fmt.Println("upgrade ended:", err)
 	case "append":
+		checkpointEvery = 256 // several checkpoints before the kill
 		j, err := Open(path, Options{})
 		if err != nil {
 			fmt.Println("open:", err)
