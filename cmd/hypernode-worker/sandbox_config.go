@@ -86,14 +86,18 @@ func (w *worker) sandbox(d *fsm.Driver) {
 // openWorkspacePool keeps WORKSPACE_SPARES capped workspaces ready for d's jobs
 // (DATA_DIR/workspace-pool) when d caps workspaces; the returned function closes
 // the pool, unmounting and removing the spares. Without a pool, jobs format
-// their own.
+// their own, and what a killed worker's pool left mounted there is cleared.
 func (w *worker) openWorkspacePool(d *fsm.Driver) (closePool func()) {
 	n := w.cfg.Sandbox.WorkspaceSpares
+	log := w.log.With().Str("component", "workspace-pool").Logger()
+	dir := filepath.Join(w.cfg.DataDir, "workspace-pool")
 	if d.Workspaces == nil || n == 0 {
+		if err := workspacefs.ClearPool(dir); err != nil {
+			log.Warn().Err(err).Msg("clear a previous worker's spare workspaces")
+		}
 		return func() {}
 	}
-	log := w.log.With().Str("component", "workspace-pool").Logger()
-	p, err := workspacefs.OpenPool(workspacefs.PoolConfig{Dir: filepath.Join(w.cfg.DataDir, "workspace-pool"),
+	p, err := workspacefs.OpenPool(workspacefs.PoolConfig{Dir: dir,
 		Bytes: w.cfg.WorkspaceLimitBytes, Count: n, FloorBytes: w.cfg.DiskFloorBytes,
 		OnError: func(err error) { log.Warn().Err(err).Msg("no spare workspace made; jobs format their own meanwhile") }})
 	if err != nil {

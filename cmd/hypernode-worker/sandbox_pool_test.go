@@ -15,7 +15,8 @@ import (
 // TestWorkspacePoolWiring: with WORKSPACE_SPARES > 0 the driver's workspaces come
 // from a pool of that size under DATA_DIR/workspace-pool, each of
 // WORKSPACE_LIMIT_MB; closing it leaves the pool directory empty. With 0, or
-// without a workspace cap, there is no pool.
+// without a workspace cap, there is no pool, and a killed worker's spares left
+// there are unmounted and removed.
 func TestWorkspacePoolWiring(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loop-mounts filesystems (skipped with -short)")
@@ -62,10 +63,23 @@ func TestWorkspacePoolWiring(t *testing.T) {
 		t.Errorf("pool directory after close: %v, %v; want empty", es, err)
 	}
 
+	// A SIGKILLed worker's spare is still mounted; the next start with
+	// WORKSPACE_SPARES=0 makes no pool but unmounts and removes it.
+	left := filepath.Join(data, "workspace-pool", "spare-3")
+	if err := workspacefs.Mount(left, left+".img", 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { workspacefs.Unmount(left) })
 	w.cfg.Sandbox.WorkspaceSpares = 0
 	off := &fsm.Driver{Workspaces: workspaceFS{}}
 	w.openWorkspacePool(off)()
 	if fs := off.Workspaces.(workspaceFS); fs.pool != nil {
 		t.Error("WORKSPACE_SPARES=0 made a pool")
+	}
+	if mounted, err := workspacefs.IsMountPoint(left); mounted || err == nil {
+		t.Errorf("a killed worker's spare with WORKSPACE_SPARES=0: mounted %v, %v; want unmounted and removed", mounted, err)
+	}
+	if es, err := os.ReadDir(filepath.Join(data, "workspace-pool")); err != nil || len(es) != 0 {
+		t.Errorf("pool directory with WORKSPACE_SPARES=0 after a killed worker: %v, %v; want empty", es, err)
 	}
 }

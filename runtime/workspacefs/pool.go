@@ -118,6 +118,18 @@ func OpenPool(cfg PoolConfig) (*Pool, error) {
 	return p, nil
 }
 
+// ClearPool unmounts and removes what a pool left in dir (spares still mounted
+// after a SIGKILL, their images, half-made ones), for a process that keeps no pool
+// there now (WORKSPACE_SPARES=0): OpenPool does the same before filling. A dir that
+// does not exist is nothing to clear. Errors: a spare that cannot be unmounted or an
+// entry that cannot be removed.
+func ClearPool(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return clearPool(dir)
+}
+
 // clearPool unmounts and removes every entry of dir.
 func clearPool(dir string) error {
 	entries, err := os.ReadDir(dir)

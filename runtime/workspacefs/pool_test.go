@@ -263,3 +263,38 @@ func TestPoolFallsBack(t *testing.T) {
 		t.Errorf("image %v, %v: want %d bytes", st, err, poolCap)
 	}
 }
+
+// TestClearPool: ClearPool empties a pool directory a killed process left (a spare
+// still mounted, its image, a half-made one) without starting a pool, and a
+// directory that does not exist is nothing to clear.
+func TestClearPool(t *testing.T) {
+	if err := workspacefs.ClearPool(filepath.Join(t.TempDir(), "none")); err != nil {
+		t.Errorf("ClearPool of a missing directory: %v, want nil", err)
+	}
+	if testing.Short() {
+		t.Skip("loop-mounts filesystems (skipped with -short)")
+	}
+	if err := workspacefs.Check(); err != nil {
+		t.Skip(err)
+	}
+	pool := filepath.Join(t.TempDir(), "pool")
+	left := filepath.Join(pool, "spare-0")
+	if err := workspacefs.Mount(left, left+".img", poolCap); errors.Is(err, workspacefs.ErrUnsupported) {
+		t.Skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { workspacefs.Unmount(left) })
+	if err := os.WriteFile(filepath.Join(pool, "spare-1.img.tmp"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := workspacefs.ClearPool(pool); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, pool); len(got) != 0 {
+		t.Errorf("pool directory holds %v after ClearPool, want nothing", got)
+	}
+	if _, err := workspacefs.IsMountPoint(left); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("spare after ClearPool: %v, want it gone", err)
+	}
+}
