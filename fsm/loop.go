@@ -3,6 +3,7 @@ package fsm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/gagliardetto/solana-go"
 
 	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/journal"
 )
 
 // Market is what the loop needs of the chain beyond Chain: discovery and
@@ -97,6 +99,15 @@ func (l *Loop) Run(ctx context.Context) error {
 	snaps, err := l.Driver.Journal.Snapshots()
 	if err != nil {
 		return err
+	}
+	for _, s := range snaps {
+		// A state no transition leads to: the snapshot is damaged, and the
+		// job could only be retried for ever. The journal is refused whole,
+		// as an unreadable one is.
+		if !State(s.State).Known() {
+			return fmt.Errorf("%w: %s: job %s: snapshot names state %q, which is not a lifecycle state (check it with `hypernode-worker replay --verify`)",
+				journal.ErrCorrupt, l.Driver.Journal.Path(), s.Job, s.State)
+		}
 	}
 	l.Driver.RestoreGPUs(snaps)
 	for _, s := range snaps {

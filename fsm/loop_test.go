@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hypernode-sol/worker/chain"
+	"github.com/hypernode-sol/worker/journal"
 )
 
 // fakeMarket is the market view over a rig's fakeChain: queued jobs in
@@ -210,5 +212,23 @@ func TestLostClaimIsQuiet(t *testing.T) {
 				t.Fatalf("log of a lost race:\n%s", s)
 			}
 		})
+	}
+}
+
+// TestLoopRefusesUnknownSnapshotState: a snapshot whose state is no lifecycle
+// state (a damaged journal) stops the loop with ErrCorrupt naming the job,
+// instead of retrying the job for ever.
+func TestLoopRefusesUnknownSnapshotState(t *testing.T) {
+	r := newRig(t)
+	job := solana.NewWallet().PublicKey()
+	if _, err := r.j.Append(journal.Record{Job: job.String(), Kind: journal.KindTransition, Event: EvPoll, To: "finishdd"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := &Loop{Driver: r.driver, Market: &fakeMarket{c: r.chain, polls: make(chan struct{}, 100)}, PollInterval: time.Millisecond}
+	err := l.Run(ctx)
+	if !errors.Is(err, journal.ErrCorrupt) || !strings.Contains(err.Error(), job.String()) || !strings.Contains(err.Error(), "finishdd") {
+		t.Fatalf("Run over a snapshot in state finishdd = %v; want ErrCorrupt naming the job and the state", err)
 	}
 }

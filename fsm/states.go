@@ -40,6 +40,15 @@ const (
 )
 
 // Terminal reports whether nothing more will happen to a job in state s.
+// Known says whether s is a state of the lifecycle (None included).
+func (s State) Known() bool {
+	switch s {
+	case None, Polled, Claimed, Fetched, Running, Uploaded, Finished, Failed, Abandoned, Lost:
+		return true
+	}
+	return false
+}
+
 func (s State) Terminal() bool {
 	return s == Finished || s == Failed || s == Abandoned || s == Lost
 }
