@@ -286,7 +286,11 @@ func checkChain(ctx context.Context, cfg *Config, add func(name, result, format 
 		st, err := statusapi.Get(sctx, filepath.Join(cfg.DataDir, "worker.sock"))
 		cancel()
 		if err != nil {
-			add("keypair", checkSkip, "embedded localnet: %s is created by `start`", cfg.KeypairPath)
+			if _, err := os.Stat(cfg.KeypairPath); err == nil {
+				add("keypair", checkSkip, "embedded localnet: %s exists; `start` funds it on its own chain", cfg.KeypairPath)
+			} else {
+				add("keypair", checkSkip, "embedded localnet: %s is created by `start`", cfg.KeypairPath)
+			}
 			for _, name := range []string{"RPC", "market", "stake", "gateways"} {
 				add(name, checkSkip, "embedded localnet: runs inside `start`, which is not running on %s", cfg.DataDir)
 			}
