@@ -111,19 +111,8 @@ func checkPages(tx *bolt.Tx) error {
 // the bad key and are wrapped by Check. visit's error goes to visitErr. It
 // returns every job's snapshot after its last record, ordered by job.
 func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) ([]Snapshot, error) {
-	snaps, err := j.checkWalk(tx, visit, visitErr)
-	if errors.Is(err, errNoRecords) {
-		return nil, nil
-	}
-	return snaps, err
-}
-
-// errNoRecords ends checkWalk on an empty journal.
-var errNoRecords = errors.New("no records")
-
-func (j *Journal) checkWalk(tx *bolt.Tx, visit func(Record) error, visitErr *error) ([]Snapshot, error) {
 	if j.schema == 0 {
-		return nil, errNoRecords // an empty journal: nothing was ever appended
+		return nil, nil // an empty journal: nothing was ever appended
 	}
 	var tail []Record // after meta/derived
 	log := tx.Bucket(bucketLog)

@@ -128,12 +128,14 @@ func (r *Runtime) RunOp(ctx context.Context, id string, n int, op Op, logPath st
 	t, err := c.Task(ctx, nil)
 	var st client.Status
 	if err == nil {
-		st, err = t.Status(ctx)
-	}
-	if errdefs.IsNotFound(err) {
-		// No live task; containerd may still list one whose delete a crash cut short.
-		if err := clearStaleTask(ctx, r.client, id); err != nil {
-			return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
+		if st, err = t.Status(ctx); errdefs.IsNotFound(err) {
+			// Loaded, then gone: a delete a crash cut short is finishing, and
+			// containerd still lists the task. (A listed task that already
+			// answers NotFound to the load is cleared by newTask when its
+			// create is refused.)
+			if err := clearStaleTask(ctx, r.client, id); err != nil {
+				return Exit{}, fmt.Errorf("run %s op %d: %w", id, n, err)
+			}
 		}
 	}
 	switch {
