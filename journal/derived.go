@@ -60,7 +60,7 @@ type delta struct {
 // derived data ahead of the overlay's (it sees either the overlay before the
 // checkpoint, or the file after it).
 
-// publish makes d visible to readers, after its transaction committed. The
+// publishLocked makes d visible to readers, after its transaction committed. The
 // caller holds o.mu.
 func (o *overlay) publishLocked(d *delta) {
 	o.last = d.last
@@ -75,7 +75,7 @@ func (o *overlay) publishLocked(d *delta) {
 	o.pending += d.n
 }
 
-// update runs fn in a write transaction that logs or checkpoints, then
+// commitDelta runs fn in a write transaction that logs or checkpoints, then
 // publishes the delta fn returns. See the locking rule above.
 func (j *Journal) commitDelta(fn func(tx *bolt.Tx) (*delta, error)) error {
 	var d *delta
