@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -321,8 +322,18 @@ func networkProbe(localnetPort string) string {
 	}
 	return `echo "ifaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')"; ` +
 		get("127.0.0.1", localnetPort) + get("10.0.2.2", localnetPort) + get("169.254.169.254", "80") +
-		get("192.0.2.2", localnetPort) + "nslookup " + dnsProbe() + " 2>&1 | tail -n 3; nslookup " + dnsProbe() + " 10.0.2.3 2>&1 | tail -n 3"
+		get("192.0.2.2", localnetPort) + "nslookup -type=a " + dnsProbe() + " 2>&1; nslookup -type=a " + dnsProbe() + " 10.0.2.3 2>&1"
 }
+
+// nslookupAnswers counts the address records in busybox nslookup output:
+// an answer's "Name:" line followed by "Address: <ip>" (the server header's
+// "Address:" line is followed by a tab and the server, and has no Name: line
+// before it).
+func nslookupAnswers(out string) int {
+	return len(nslookupAnswer.FindAllString(out, -1))
+}
+
+var nslookupAnswer = regexp.MustCompile(`(?m)^Name:\s+\S+\s*\nAddress: [0-9a-fA-F.:]+\s*$`)
 
 // TestHostileNetworkAllow: with EGRESS_POLICY=allow a job gets the public
 // internet through a user-mode NAT, but the worker's RPC on the host's
@@ -349,8 +360,8 @@ func TestHostileNetworkAllow(t *testing.T) {
 	if strings.Count(log, "No route to host") < 2 {
 		t.Errorf("metadata and the host's private address: want 'No route to host':\n%s", log)
 	}
-	if _, err := net.DefaultResolver.LookupHost(context.Background(), dnsProbe()); err == nil && dnsProbe() != "example.invalid" && !strings.Contains(log, "Address") {
-		t.Errorf("the host resolves names, the job through the NAT does not:\n%s", log)
+	if _, err := net.DefaultResolver.LookupHost(context.Background(), dnsProbe()); err == nil && dnsProbe() != "example.invalid" && nslookupAnswers(log) < 2 {
+		t.Errorf("the host resolves %s, the job through the NAT does not (want an address from both lookups):\n%s", dnsProbe(), log)
 	}
 	t.Logf("egress allow: %s", strings.ReplaceAll(log, "\n", " | "))
 }
@@ -362,4 +373,28 @@ func dnsProbe() string {
 		return n
 	}
 	return "example.invalid"
+}
+
+// TestNslookupAnswers pins the parser of the egress probe's DNS lines to
+// busybox 1.35's real output: with `-type=a` the answer is printed after the
+// server header; the old probe's `tail -n 3` kept only the empty AAAA section
+// (the CI failure of 2026-11-30), which must not count as an answer.
+func TestNslookupAnswers(t *testing.T) {
+	answered := "Server:\t\t10.0.2.3\nAddress:\t10.0.2.3:53\n\nNon-authoritative answer:\nName:\tdeb.example\nAddress: 192.0.2.7\n\n"
+	noAnswer := "Server:\t\t10.0.2.3\nAddress:\t10.0.2.3:53\n\n** server can't find deb.example: NXDOMAIN\n\n"
+	emptyAAAA := "\nNon-authoritative answer:\n\n"
+	for _, c := range []struct {
+		out  string
+		want int
+	}{
+		{answered, 1},
+		{answered + answered, 2},
+		{noAnswer, 0},
+		{emptyAAAA + emptyAAAA, 0},
+		{"Name:\tv6.example\nAddress: 2001:db8::1\n", 1},
+	} {
+		if got := nslookupAnswers(c.out); got != c.want {
+			t.Errorf("nslookupAnswers(%q) = %d, want %d", c.out, got, c.want)
+		}
+	}
 }
