@@ -893,3 +893,34 @@ func unmarshalSnapshot(v []byte, s *Snapshot) error {
 		Tx: r.Tx, Container: r.Container, Op: r.Op, Upload: r.Upload, Fields: r.Fields}
 	return nil
 }
+
+// prepared is a record encoded before its sequence number is known, so that
+// an appender encodes its own record outside the commit: body is
+// marshalRecord of the record with Seq 0 (which writes no seq field), rec the
+// record as body decodes (storeRecord).
+type prepared struct {
+	rec  Record
+	body []byte
+}
+
+// prepare encodes rec without its sequence number; its error is
+// storeRecord's.
+func prepare(rec Record) (prepared, error) {
+	rec.Seq = 0
+	b, stored, err := storeRecord(rec)
+	return prepared{rec: stored, body: b}, err
+}
+
+// withSeq returns the log value of the record under sequence number seq and
+// the record as stored. The value is byte for byte marshalRecord's: the seq
+// field comes first, right after the marker.
+func (p prepared) withSeq(seq uint64) ([]byte, Record) {
+	b := make([]byte, 0, len(p.body)+1+protowire.SizeVarint(seq))
+	b = append(b, p.body[0])
+	b = protowire.AppendTag(b, recSeq, protowire.VarintType)
+	b = protowire.AppendVarint(b, seq)
+	b = append(b, p.body[1:]...)
+	r := p.rec
+	r.Seq = seq
+	return b, r
+}

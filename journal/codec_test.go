@@ -191,6 +191,27 @@ func checkRoundTrip(t *testing.T, name string, rec Record) {
 	if again := marshalRecord(got); !bytes.Equal(again, b) {
 		t.Fatalf("%s: re-encoding differs\n%x\n%x", name, b, again)
 	}
+	// An appender's encoding without the seq, given its seq in the commit,
+	// is the same bytes and the same stored record.
+	prep, err := prepare(rec)
+	if err != nil {
+		t.Fatalf("%s: prepare: %v", name, err)
+	}
+	for _, seq := range []uint64{1, 127, 128, 1 << 40, rec.Seq} {
+		if seq == 0 {
+			continue
+		}
+		withSeq := rec
+		withSeq.Seq = seq
+		wantB, wantRec, err := storeRecord(withSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotB, gotRec := prep.withSeq(seq)
+		if !bytes.Equal(gotB, wantB) || !reflect.DeepEqual(gotRec, wantRec) {
+			t.Fatalf("%s: prepared with seq %d\n got %x %#v\nwant %x %#v", name, seq, gotB, gotRec, wantB, wantRec)
+		}
+	}
 }
 
 func TestRecordCodecRoundTrip(t *testing.T) {

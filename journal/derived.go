@@ -65,7 +65,11 @@ type delta struct {
 func (o *overlay) publishLocked(d *delta) {
 	o.last = d.last
 	if d.checkpointed {
-		o.snaps, o.seqs, o.pending, o.derived = map[string]Snapshot{}, map[string][]uint64{}, 0, d.last
+		// Emptied in place: the maps keep their size for the next
+		// checkpoint interval (readers look at them only under o.mu).
+		clear(o.snaps)
+		clear(o.seqs)
+		o.pending, o.derived = 0, d.last
 		return
 	}
 	for job, s := range d.snaps {
@@ -106,7 +110,7 @@ func (j *Journal) commitDelta(fn func(tx *bolt.Tx) (*delta, error)) error {
 // j.wmu and publishes the delta once tx commits. A job's stored snapshot that
 // does not decode gives an error wrapping ErrCorrupt.
 func (j *Journal) derive(tx *bolt.Tx, recs []Record, checkpoint bool) (*delta, error) {
-	d := &delta{snaps: map[string]Snapshot{}, seqs: map[string][]uint64{}, n: len(recs), checkpointed: checkpoint, last: j.ov.last}
+	d := &delta{snaps: make(map[string]Snapshot, len(recs)), seqs: make(map[string][]uint64, len(recs)), n: len(recs), checkpointed: checkpoint, last: j.ov.last}
 	jobs := tx.Bucket(bucketJobs)
 	for _, rec := range recs {
 		snap, ok := d.snaps[rec.Job]

@@ -28,7 +28,8 @@ import (
 
 // pending is one Append waiting for its group's commit.
 type pending struct {
-	rec  Record
+	rec  Record   // as appended; once done, as stored
+	prep prepared // rec encoded by its appender, without its seq
 	err  error
 	done bool          // rec/err are final; set before wake is signalled
 	wake chan struct{} // committed, or given the lead (done false)
@@ -52,7 +53,11 @@ func (j *Journal) Append(rec Record) (Record, error) {
 	if err := checkNew(&rec); err != nil {
 		return rec, err
 	}
-	p := &pending{rec: rec, wake: make(chan struct{}, 1)}
+	prep, err := prepare(rec) // on the appender's goroutine, not the commit's
+	if err != nil {
+		return rec, fmt.Errorf("journal append %s %s: %w", rec.Job, rec.Kind, err)
+	}
+	p := &pending{rec: rec, prep: prep, wake: make(chan struct{}, 1)}
 	g := &j.group
 	g.mu.Lock()
 	g.queue = append(g.queue, p)
@@ -140,9 +145,9 @@ func (j *Journal) commit(batch []*pending) {
 		p.err, p.done = err, true
 	}
 	if len(batch) > 1 {
-		recs := make([]Record, len(batch))
+		recs := make([]prepared, len(batch))
 		for i, p := range batch {
-			recs[i] = p.rec
+			recs[i] = p.prep
 		}
 		if out, err := j.write(recs); err == nil {
 			for i, p := range batch {
@@ -152,7 +157,7 @@ func (j *Journal) commit(batch []*pending) {
 		}
 	}
 	for _, p := range batch {
-		out, err := j.write([]Record{p.rec})
+		out, err := j.write([]prepared{p.prep})
 		var r Record
 		if err == nil {
 			r = out[0]
@@ -165,7 +170,7 @@ func (j *Journal) commit(batch []*pending) {
 // derived.go), all or none, and returns them as stored. When a due
 // checkpoint fails (a damaged jobs/ or jobrecs/ entry of another job), the
 // records are logged without it: the log is what must not stop.
-func (j *Journal) write(recs []Record) ([]Record, error) {
+func (j *Journal) write(recs []prepared) ([]Record, error) {
 	j.wmu.Lock()
 	defer j.wmu.Unlock()
 	checkpoint := j.checkpointDue(len(recs))
@@ -177,7 +182,7 @@ func (j *Journal) write(recs []Record) ([]Record, error) {
 }
 
 // writeTx is one attempt of write; the caller holds j.wmu.
-func (j *Journal) writeTx(recs []Record, checkpoint bool) ([]Record, error) {
+func (j *Journal) writeTx(recs []prepared, checkpoint bool) ([]Record, error) {
 	out := make([]Record, len(recs))
 	err := j.commitDelta(func(tx *bolt.Tx) (*delta, error) {
 		for i := range recs {
@@ -219,14 +224,18 @@ func checkNew(rec *Record) error {
 // Append. An invalid record fails the whole batch before anything is
 // written.
 func (j *Journal) AppendBatch(recs []Record) ([]Record, error) {
-	out := make([]Record, len(recs))
+	prep := make([]prepared, len(recs))
 	for i := range recs {
-		out[i] = recs[i]
-		if err := checkNew(&out[i]); err != nil {
+		r := recs[i]
+		if err := checkNew(&r); err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+		var err error
+		if prep[i], err = prepare(r); err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
 	}
-	out, err := j.write(out)
+	out, err := j.write(prep)
 	if err != nil {
 		return nil, fmt.Errorf("journal append batch: %w", err)
 	}

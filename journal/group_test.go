@@ -109,10 +109,14 @@ func TestGroupCommitIsolatesBadRecord(t *testing.T) {
 	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobs).Put([]byte("bad"), []byte("[")) }); err != nil {
 		t.Fatal(err)
 	}
-	batch := []*pending{
-		{rec: Record{Job: "good1", Kind: KindProgress, At: time.Now()}, wake: make(chan struct{}, 1)},
-		{rec: Record{Job: "bad", Kind: KindProgress, At: time.Now()}, wake: make(chan struct{}, 1)},
-		{rec: Record{Job: "good2", Kind: KindProgress, At: time.Now()}, wake: make(chan struct{}, 1)},
+	var batch []*pending
+	for _, job := range []string{"good1", "bad", "good2"} {
+		rec := Record{Job: job, Kind: KindProgress, At: time.Now()}
+		prep, err := prepare(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, &pending{rec: rec, prep: prep, wake: make(chan struct{}, 1)})
 	}
 	j.commit(batch)
 	if batch[0].err != nil || batch[2].err != nil || batch[0].rec.Seq == 0 || batch[2].rec.Seq == 0 {

@@ -445,22 +445,18 @@ func seqKey(seq uint64) []byte {
 // logTx writes rec under the log's next sequence number in tx and returns
 // it as stored (as a later decode will read it). The derived data are the
 // caller's (derive).
-func (j *Journal) logTx(tx *bolt.Tx, rec Record) (Record, error) {
+func (j *Journal) logTx(tx *bolt.Tx, rec prepared) (Record, error) {
 	log := tx.Bucket(bucketLog)
 	// Keys only ever grow: a split leaf is never written to again, so fill
 	// it (bbolt's default half-fills pages for random inserts).
 	log.FillPercent = logFillPercent
 	seq, err := log.NextSequence()
 	if err != nil {
-		return rec, err
+		return Record{}, err
 	}
-	rec.Seq = seq
-	b, stored, err := storeRecord(rec)
-	if err != nil {
-		return rec, err
-	}
+	b, stored := rec.withSeq(seq)
 	if err := log.Put(seqKey(seq), b); err != nil {
-		return rec, err
+		return Record{}, err
 	}
 	return stored, nil
 }
