@@ -57,7 +57,7 @@ func CheckWith(path string, cv CheckVisitor) (err error) {
 	defer j.Close()
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+			err = unreadable(path, r)
 		}
 	}()
 	pages := make(chan error, 1)
@@ -65,7 +65,7 @@ func CheckWith(path string, cv CheckVisitor) (err error) {
 		debug.SetPanicOnFault(true) // per goroutine: a damaged mapped page faults here too
 		defer func() {
 			if r := recover(); r != nil {
-				pages <- fmt.Errorf("bbolt: %v", r)
+				pages <- errors.New(bboltUnreadable(r))
 			}
 		}()
 		pages <- j.db.View(checkPages)
@@ -102,7 +102,7 @@ func checkPages(tx *bolt.Tx) error {
 		}
 	}
 	if first != nil {
-		return fmt.Errorf("bbolt: %v", first)
+		return errors.New("bbolt's consistency check: " + damageDetail(first))
 	}
 	return nil
 }
@@ -215,7 +215,7 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 		debug.SetPanicOnFault(true) // per goroutine: a damaged mapped page faults here too
 		defer func() {
 			if r := recover(); r != nil {
-				second <- fmt.Errorf("bbolt: %v", r)
+				second <- errors.New(bboltUnreadable(r))
 			}
 		}()
 		second <- firstBad(all[half:])
@@ -330,7 +330,7 @@ func decodeLog(c *bolt.Cursor, done <-chan struct{}) <-chan decodedChunk {
 		}
 		defer func() {
 			if r := recover(); r != nil {
-				send(decodedChunk{err: fmt.Errorf("bbolt: %v", r)})
+				send(decodedChunk{err: errors.New(bboltUnreadable(r))})
 			}
 		}()
 		recs := make([]Record, 0, size)

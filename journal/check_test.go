@@ -130,6 +130,27 @@ func TestCheckFindsTheFirstBadKey(t *testing.T) {
 	}
 }
 
+// TestCheckNamesBboltDamageWithoutPanic: a damaged meta page (its page id
+// flipped) fails bbolt's own consistency check, whose checker reports it as
+// a panic; Check's error says the file is corrupt, keeps bbolt's detail and
+// does not say "panic".
+func TestCheckNamesBboltDamageWithoutPanic(t *testing.T) {
+	b, err := os.ReadFile(v1File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 1 // page 0's id: 1
+	path := filepath.Join(t.TempDir(), "j.db")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = Check(path)
+	want := "journal file is corrupt: " + path + ": bbolt's consistency check: Page expected to be: 0, but self identifies as 1"
+	if !errors.Is(err, ErrCorrupt) || err.Error() != want {
+		t.Fatalf("Check = %v; want ErrCorrupt %q", err, want)
+	}
+}
+
 func TestCheckErrorsThatAreNotCorruption(t *testing.T) {
 	if err := Check(filepath.Join(t.TempDir(), "none.db")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)

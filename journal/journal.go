@@ -36,6 +36,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,7 +230,7 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	// that into ErrCorrupt so that a bad file can never crash the daemon.
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+			db, err = nil, unreadable(path, r)
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
@@ -261,7 +262,7 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, j.path, r)
+			err = unreadable(j.path, r)
 		}
 	}()
 	check := func(tx *bolt.Tx) error {
@@ -620,8 +621,41 @@ func (j *Journal) update(fn func(*bolt.Tx) error) (err error) {
 
 func (j *Journal) recoverCorrupt(err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: %s: %v", ErrCorrupt, j.path, r)
+		*err = unreadable(j.path, r)
 	}
+}
+
+// unreadable is the error for a file bbolt could not read: r is what bbolt
+// panicked with on a damaged page (recovered: the process did not crash).
+// It wraps ErrCorrupt: "journal file is corrupt: <path>: bbolt could not
+// read it: <bbolt's detail>".
+func unreadable(path string, r any) error {
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, bboltUnreadable(r))
+}
+
+// bboltUnreadable is "bbolt could not read it: <detail>" for what bbolt
+// panicked with.
+func bboltUnreadable(r any) string { return "bbolt could not read it: " + damageDetail(r) }
+
+// damageDetail says what bbolt found wrong in a damaged file, from what it
+// panicked with or what its consistency check reported (which names a
+// panic of its own checker as "panic: ..."). The detail (page, key, type)
+// is kept; the words of the mechanism ("panic", "runtime error",
+// "assertion failed") are dropped, since they read as a crash of the
+// worker when it is the file that is damaged.
+func damageDetail(r any) string {
+	detail := fmt.Sprint(r) // an error's Error()
+	for {
+		trimmed := detail
+		for _, p := range []string{"panic: ", "runtime error: ", "assertion failed: "} {
+			trimmed = strings.TrimPrefix(trimmed, p)
+		}
+		if trimmed == detail {
+			break
+		}
+		detail = trimmed
+	}
+	return detail
 }
 
 // Records returns the records of one job in sequence order (none, and no

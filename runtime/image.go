@@ -63,9 +63,15 @@ type ImageConfig struct {
 // io.containerd.image.name or org.opencontainers.image.ref.name annotations
 // (testdata/image/build.sh writes "hypernode.local/test:latest").
 func (r *Runtime) ImportArchive(ctx context.Context, path string) ([]string, error) {
-	ctx = r.ctx(ctx)
+	return importRetrying(r.ctx(ctx), path, r.importOnce)
+}
+
+// importRetrying runs once (an import and unpack of the archive at path) until it
+// succeeds, fails otherwise than on a collision, or has been tried importAttempts
+// times, waiting 100 ms × the attempt number between tries.
+func importRetrying(ctx context.Context, path string, once func(context.Context, string) ([]string, error)) ([]string, error) {
 	for attempt := 1; ; attempt++ {
-		names, err := r.importOnce(ctx, path)
+		names, err := once(ctx, path)
 		if err == nil {
 			return names, nil
 		}
@@ -73,6 +79,11 @@ func (r *Runtime) ImportArchive(ctx context.Context, path string) ([]string, err
 		// workers starting together) holds or has just written the same blobs,
 		// image record or unpacked snapshot: containerd answers "already exists"
 		// or "locked" (unavailable). Importing again finds the content present.
+		// containerd's client absorbs most of these itself (a blob already
+		// written, a locked ingest ref, a snapshot already committed); what
+		// reaches here is mostly the image record another importer created
+		// between this import's Update (not found) and its Create, a race
+		// of one round trip.
 		if attempt >= importAttempts || !(errdefs.IsAlreadyExists(err) || errdefs.IsUnavailable(err)) || ctx.Err() != nil {
 			return nil, fmt.Errorf("import image archive %s: %w", path, err)
 		}

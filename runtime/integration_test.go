@@ -59,6 +59,7 @@ func TestContainerd(t *testing.T) {
 	t.Run("CreateRecovers", e.testCreateRecovers)
 	t.Run("List", e.testList)
 	t.Run("EnsureImage", e.testEnsureImage)
+	t.Run("ImportConcurrentAndExisting", e.testImportConcurrentAndExisting)
 	t.Run("PullFromLoopbackRegistry", e.testPull)
 	t.Run("PullProgress", e.testPullProgress)
 	t.Run("PullCredentials", e.testPullCredentials)

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -26,8 +28,6 @@ type configReport struct {
 	Settings []configRow `json:"settings"`
 	Node     string      `json:"node,omitempty"` // the keypair's public key, when readable
 	Errors   []string    `json:"errors,omitempty"`
-
-	first error // the first invalid setting's error (wraps errUsage)
 }
 
 func newConfigCmd() *cobra.Command {
@@ -36,7 +36,8 @@ func newConfigCmd() *cobra.Command {
 		Short: "Show the effective configuration, where each value came from, and what is invalid",
 		Long: `Show every setting's effective value and its source: a flag, the environment, the .env file
 (--env-file) or the default. Credentials in URLs are redacted. Invalid values are named in
-the table; the first is also printed to stderr and the exit status is then 2.`,
+the table and listed once after it (in --json, in "errors"); stderr then only counts them
+and the exit status is 2.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := resolveSettings(cmd.Flags())
@@ -45,7 +46,8 @@ the table; the first is also printed to stderr and the exit status is then 2.`,
 			}
 			rep := buildConfigReport(r)
 			out := cmd.OutOrStdout()
-			if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
+			asJSON, _ := cmd.Flags().GetBool("json")
+			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(rep); err != nil {
@@ -54,9 +56,10 @@ the table; the first is also printed to stderr and the exit status is then 2.`,
 			} else {
 				printConfig(out, rep)
 			}
-			// The first invalid setting also goes to stderr as the one-line
-			// usage error every command gives; the exit status is 2.
-			return rep.first
+			// The settings are listed in the output; the one-line usage
+			// error only counts them (exit status 2), so that none is
+			// printed twice.
+			return invalidCount(len(rep.Errors), asJSON)
 		},
 	}
 	addConfigFlags(cmd.Flags())
@@ -69,9 +72,6 @@ func buildConfigReport(r *resolved) *configReport {
 	bad := map[string]string{}
 	rep := &configReport{}
 	for _, e := range errs {
-		if rep.first == nil {
-			rep.first = e
-		}
 		if _, dup := bad[e.Setting]; !dup {
 			bad[e.Setting] = e.Msg
 		}
@@ -79,9 +79,12 @@ func buildConfigReport(r *resolved) *configReport {
 	}
 	for _, s := range settings {
 		row := configRow{Setting: s.env, Flag: "--" + s.flag, Source: r.source[s.env], Error: bad[s.env]}
-		if row.Error != "" {
+		switch {
+		case row.Error != "":
 			row.Value = redactSetting(s.env, r.raw[s.env])
-		} else {
+		case s.env == "MAX_PARALLEL_JOBS" && c.SlotsAlias && bad["PARALLEL_JOBS"] != "":
+			// The alias it would come from is invalid (named on its row).
+		default:
 			row.Value = effectiveValue(c, s.env, r.raw[s.env])
 		}
 		rep.Settings = append(rep.Settings, row)
@@ -90,6 +93,22 @@ func buildConfigReport(r *resolved) *configReport {
 		rep.Node = key.PublicKey().String()
 	}
 	return rep
+}
+
+// invalidCount is config's usage error for n invalid settings already
+// printed (nil when n is 0).
+func invalidCount(n int, asJSON bool) error {
+	if n == 0 {
+		return nil
+	}
+	where := "listed above"
+	if asJSON {
+		where = "listed in the JSON's errors"
+	}
+	if n == 1 {
+		return usageErr("1 invalid setting (%s)", where)
+	}
+	return usageErr("%d invalid settings (%s)", n, where)
 }
 
 // secretSettings are never printed, only whether they are set.
@@ -165,6 +184,38 @@ func effectiveValue(c *Config, env, raw string) string {
 		}
 	case "PREPULL_IMAGES":
 		return strings.Join(c.PrepullImages, ",")
+	// The rest show what the README's default resolves to when unset.
+	case "SOLANA_WS_URL":
+		if raw != "" {
+			break
+		}
+		if c.Embedded() {
+			return local
+		}
+		if u, err := url.Parse(c.PrimaryRPC()); err == nil && c.PrimaryRPC() != "" {
+			w := *u // as chain.New derives it: same URL, ws(s) for http(s)
+			w.Scheme = "ws"
+			if strings.EqualFold(u.Scheme, "https") {
+				w.Scheme = "wss"
+			}
+			return redactURL(w.String()) + " (from SOLANA_RPC_URL)"
+		}
+	case "IPFS_UPLOAD":
+		return c.Upload
+	case "MAX_PARALLEL_JOBS":
+		if raw != "" {
+			break
+		}
+		v := strconv.Itoa(c.Slots)
+		if c.SlotsAuto {
+			v = "auto"
+		}
+		if c.SlotsAlias {
+			v += " (from PARALLEL_JOBS)"
+		}
+		return v
+	case "MODEL_CACHE_DIR":
+		return c.Sandbox.ModelCacheDir
 	}
 	return raw
 }

@@ -146,3 +146,78 @@ func TestLogFormat(t *testing.T) {
 		t.Errorf("console wrote %q", c.String())
 	}
 }
+
+// TestConfigInvalidPrintedOnce: an invalid setting is listed once, in the
+// text output's list; stderr only counts the invalid settings, and the exit
+// status stays 2.
+func TestConfigInvalidPrintedOnce(t *testing.T) {
+	clearSettingsEnv(t)
+	t.Setenv("HYPERNODE_DATA_DIR", t.TempDir())
+	t.Setenv("MAX_PARALLEL_JOBS", "bogus")
+	out, errOut, code := runIn(t, "config", "--env-file", "")
+	if code != 2 {
+		t.Fatalf("exit %d; want 2\n%s%s", code, out, errOut)
+	}
+	const msg = `MAX_PARALLEL_JOBS "bogus" is not a number`
+	if n := strings.Count(out+errOut, msg); n != 1 {
+		t.Errorf("the problem is printed %d times; want once\nstdout:\n%s\nstderr:\n%s", n, out, errOut)
+	}
+	if want := "hypernode-worker: 1 invalid setting (listed above)\n"; errOut != want {
+		t.Errorf("stderr %q; want %q", errOut, want)
+	}
+	t.Setenv("DISK_FLOOR_MB", "lots")
+	out, errOut, code = runIn(t, "config", "--json", "--env-file", "")
+	var rep configReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 2 || len(rep.Errors) != 2 {
+		t.Fatalf("exit %d, errors %q (%v); want 2 and two errors", code, rep.Errors, err)
+	}
+	if want := "hypernode-worker: 2 invalid settings (listed in the JSON's errors)\n"; errOut != want {
+		t.Errorf("stderr %q; want %q", errOut, want)
+	}
+}
+
+// TestConfigShowsDocumentedDefaults: with nothing set, a setting whose
+// README default is a value shows that value (or what it resolves to), not
+// "-".
+func TestConfigShowsDocumentedDefaults(t *testing.T) {
+	clearSettingsEnv(t)
+	dir := t.TempDir()
+	t.Setenv("HYPERNODE_DATA_DIR", dir)
+	rows := func(args ...string) map[string]configRow {
+		t.Helper()
+		out, errOut, code := runIn(t, append([]string{"config", "--json", "--env-file", ""}, args...)...)
+		var rep configReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
+			t.Fatalf("config %v exited %d (%v): %s%s", args, code, err, out, errOut)
+		}
+		m := map[string]configRow{}
+		for _, r := range rep.Settings {
+			m[r.Setting] = r
+		}
+		return m
+	}
+	local := rows()
+	for setting, want := range map[string]string{
+		"MAX_PARALLEL_JOBS": "1",
+		"IPFS_UPLOAD":       "kubo",
+		"MODEL_CACHE_DIR":   filepath.Join(dir, "models"),
+		"SOLANA_WS_URL":     "(the embedded localnet's)",
+	} {
+		if r := local[setting]; r.Value != want || r.Source != sourceDefault {
+			t.Errorf("%s = %q from %s; want %q from default", setting, r.Value, r.Source, want)
+		}
+	}
+	t.Setenv("SOLANA_RPC_URL", "https://rpc.example/x?api-key=TOPSECRET,http://b.example")
+	t.Setenv("PARALLEL_JOBS", "3")
+	t.Setenv("PINATA_JWT", "jwt")
+	remote := rows()
+	for setting, want := range map[string]string{
+		"SOLANA_WS_URL":     "wss://rpc.example/x?api-key=redacted (from SOLANA_RPC_URL)",
+		"MAX_PARALLEL_JOBS": "3 (from PARALLEL_JOBS)",
+		"IPFS_UPLOAD":       "pinata",
+	} {
+		if r := remote[setting]; r.Value != want {
+			t.Errorf("%s = %q; want %q", setting, r.Value, want)
+		}
+	}
+}

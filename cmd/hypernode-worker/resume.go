@@ -68,6 +68,12 @@ func resumeJob(ctx context.Context, cfg *Config, job solana.PublicKey, action st
 		}
 		return err
 	}
+	// The journal's lock is held: no daemon runs on this data directory, so
+	// the spare workspaces a killed one left mounted are cleared as start
+	// clears them (not by --dry-run, which changes nothing).
+	if action != "show" {
+		w.clearWorkspacePool()
+	}
 	recs, err := w.journal.Records(job.String())
 	if err != nil {
 		return err

@@ -92,9 +92,7 @@ func (w *worker) openWorkspacePool(d *fsm.Driver) (closePool func()) {
 	log := w.log.With().Str("component", "workspace-pool").Logger()
 	dir := filepath.Join(w.cfg.DataDir, "workspace-pool")
 	if d.Workspaces == nil || n == 0 {
-		if err := workspacefs.ClearPool(dir); err != nil {
-			log.Warn().Err(err).Msg("clear a previous worker's spare workspaces")
-		}
+		w.clearWorkspacePool()
 		return func() {}
 	}
 	p, err := workspacefs.OpenPool(workspacefs.PoolConfig{Dir: dir,
@@ -110,6 +108,16 @@ func (w *worker) openWorkspacePool(d *fsm.Driver) (closePool func()) {
 		if err := p.Close(); err != nil {
 			log.Warn().Err(err).Msg("close workspace pool")
 		}
+	}
+}
+
+// clearWorkspacePool unmounts and removes the spare workspaces a killed
+// worker left in DATA_DIR/workspace-pool (nothing when there are none). Only
+// a process holding the journal's lock calls it: no other worker then uses
+// that pool. A failure is logged, not returned: the spares only take space.
+func (w *worker) clearWorkspacePool() {
+	if err := workspacefs.ClearPool(filepath.Join(w.cfg.DataDir, "workspace-pool")); err != nil {
+		w.log.Warn().Err(err).Str("component", "workspace-pool").Msg("clear a previous worker's spare workspaces")
 	}
 }
 
