@@ -26,7 +26,7 @@ import (
 // from the job's records), and, from schema 2, the index (exactly the job's
 // records, in order). It returns nil for a sound journal; an error wrapping
 // ErrCorrupt naming the first bad key (log/<seq>, jobs/<job>,
-// jobrecs/<job>/<seq>, or a bbolt page); ErrLocked while a read-write process
+// jobrecs/<job> or jobrecs/<job>/<seq>, or a bbolt page); ErrLocked while a read-write process
 // holds the file; fs.ErrNotExist when there is no file. It never writes.
 func Check(path string) error { return CheckWith(path, CheckVisitor{}) }
 
@@ -60,23 +60,28 @@ func CheckWith(path string, cv CheckVisitor) (err error) {
 			err = unreadable(path, r)
 		}
 	}()
-	pages := make(chan error, 1)
-	go func() {
-		debug.SetPanicOnFault(true) // per goroutine: a damaged mapped page faults here too
-		defer func() {
-			if r := recover(); r != nil {
-				pages <- errors.New(bboltUnreadable(r))
-			}
-		}()
-		pages <- j.db.View(checkPages)
-	}()
-	var visitErr error
+	// The page check's transaction runs inside the walk's: bbolt loads the
+	// freelist of a read-only file lazily in tx.Check without its meta lock,
+	// and another transaction's begin or end reads it, so no other
+	// transaction may begin or end while the page check runs (a race in
+	// bbolt that -race finds).
+	var visitErr, perr error
 	var snaps []Snapshot
 	werr := j.db.View(func(tx *bolt.Tx) (err error) {
+		pages := make(chan error, 1)
+		go func() {
+			debug.SetPanicOnFault(true) // per goroutine: a damaged mapped page faults here too
+			defer func() {
+				if r := recover(); r != nil {
+					pages <- errors.New(bboltUnreadable(r))
+				}
+			}()
+			pages <- j.db.View(checkPages)
+		}()
+		defer func() { perr = <-pages }()
 		snaps, err = j.check(tx, cv.Record, &visitErr)
 		return err
 	})
-	perr := <-pages
 	if visitErr != nil {
 		return visitErr
 	}
@@ -241,31 +246,25 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 
 	idx := tx.Bucket(bucketJobRecs)
 	indexed := 0
+	var seqs []uint64
 	err = idx.ForEach(func(name, v []byte) error {
-		if v != nil {
-			return fmt.Errorf("jobrecs/%s: a value, not a bucket", name)
+		var err error
+		if j.schema >= 4 {
+			if v == nil {
+				return fmt.Errorf("jobrecs/%s: a bucket, not a packed index", name)
+			}
+			if seqs, err = decodeIndex(v, seqs[:0]); err != nil {
+				return fmt.Errorf("jobrecs/%s: %v", name, err)
+			}
+		} else if seqs, err = nestedIndex(idx, name, v); err != nil {
+			return err
 		}
 		jb := jobs[string(name)]
 		if jb == nil {
 			return fmt.Errorf("jobrecs/%s: index of a job without records", name)
 		}
-		i := 0
-		c := idx.Bucket(name).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 || len(v) != 0 {
-				return fmt.Errorf("jobrecs/%s/%x: not a sequence number with an empty value", name, k)
-			}
-			seq := binary.BigEndian.Uint64(k)
-			if i < len(jb.seqs) && jb.seqs[i] < seq {
-				return fmt.Errorf("jobrecs/%s: record %d of the job is not indexed", name, jb.seqs[i])
-			}
-			if i >= len(jb.seqs) || jb.seqs[i] != seq {
-				return fmt.Errorf("jobrecs/%s/%d: not a record of the job", name, seq)
-			}
-			i++
-		}
-		if i != len(jb.seqs) {
-			return fmt.Errorf("jobrecs/%s: record %d of the job is not indexed", name, jb.seqs[i])
+		if err := sameIndex(name, seqs, jb.seqs); err != nil {
+			return err
 		}
 		indexed++
 		return nil
@@ -275,12 +274,31 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 	}
 	if indexed != len(jobs) {
 		for name := range jobs {
-			if idx.Bucket([]byte(name)) == nil {
+			if idx.Get([]byte(name)) == nil && idx.Bucket([]byte(name)) == nil {
 				return nil, fmt.Errorf("jobrecs/%s: no index for a job with records", name)
 			}
 		}
 	}
 	return foldTail(jobs, tail), nil
+}
+
+// sameIndex compares the index of job (got) with the job's records up to
+// meta/derived (want), both ascending, and names the first difference.
+func sameIndex(job []byte, got, want []uint64) error {
+	i := 0
+	for _, seq := range got {
+		if i < len(want) && want[i] < seq {
+			return fmt.Errorf("jobrecs/%s: record %d of the job is not indexed", job, want[i])
+		}
+		if i >= len(want) || want[i] != seq {
+			return fmt.Errorf("jobrecs/%s/%d: not a record of the job", job, seq)
+		}
+		i++
+	}
+	if i != len(want) {
+		return fmt.Errorf("jobrecs/%s: record %d of the job is not indexed", job, want[i])
+	}
+	return nil
 }
 
 // sameSnapshot says whether a and b hold the same values (times compared as

@@ -17,10 +17,17 @@ import (
 
 // smallJournal writes records 1..6: A poll, A tx intent, B poll, A claim,
 // B progress, A container intent.
-func smallJournal(t *testing.T) string {
+func smallJournal(t *testing.T) string { return smallJournalSchema(t, SchemaVersion) }
+
+// smallJournalSchema is smallJournal written in the layout of schema (2 and
+// up).
+func smallJournalSchema(t *testing.T, schema int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "j.db")
-	j := open(t, path)
+	j, err := openSchema(path, Options{}, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []Record{
 		{Job: "A", Kind: KindTransition, Event: "poll", To: "polled"},
 		{Job: "A", Kind: KindIntent, Intent: IntentTx, Tx: &TxIntent{Instruction: "work_job", Signature: "sig1", Raw: []byte{1, 2, 3}}},
@@ -48,6 +55,78 @@ func mutate(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
 	defer db.Close()
 	if err := db.Update(fn); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// setIndex sets job's index to seqs, in the file's layout (a packed value
+// from schema 4, a bucket per job before).
+func setIndex(t *testing.T, job string, seqs ...uint64) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bucketJobRecs)
+		if string(tx.Bucket(bucketMeta).Get(keySchema)) >= "4" {
+			v, err := encodeIndex(nil, 0, seqs)
+			if err != nil {
+				return err
+			}
+			return idx.Put([]byte(job), v)
+		}
+		if err := idx.DeleteBucket([]byte(job)); err != nil {
+			return err
+		}
+		b, err := idx.CreateBucket([]byte(job))
+		for _, seq := range seqs {
+			if err == nil {
+				err = b.Put(seqKey(seq), []byte{})
+			}
+		}
+		return err
+	}
+}
+
+// TestCheckSchema3Index: a schema-3 file's index (a bucket per job) is
+// checked, and read by Records, in its own layout.
+func TestCheckSchema3Index(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		mutate  func(tx *bolt.Tx) error
+		want    string
+		records string
+	}{
+		{"entry missing", setIndex(t, "A", 1, 2, 6), "jobrecs/A: record 4 of the job is not indexed", ""},
+		{"another job's record", setIndex(t, "A", 1, 2, 3, 4, 6), "jobrecs/A/3: not a record of the job", "A"},
+		{"a missing record", setIndex(t, "B", 3, 5, 99), "jobrecs/B/99", "B"},
+		{"index missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).DeleteBucket([]byte("B")) }, "jobrecs/B: no index", ""},
+		{"a value, not a bucket", func(tx *bolt.Tx) error {
+			if err := tx.Bucket(bucketJobRecs).DeleteBucket([]byte("A")); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketJobRecs).Put([]byte("A"), []byte{1})
+		}, "jobrecs/A: a value, not a bucket", "A"},
+		{"key not a seq", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketJobRecs).Bucket([]byte("A")).Put([]byte("x"), []byte{})
+		}, "jobrecs/A/78: not a sequence number", "A"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := smallJournalSchema(t, 3)
+			if err := Check(path); err != nil {
+				t.Fatalf("check before damage: %v", err)
+			}
+			mutate(t, path, tt.mutate)
+			if err := Check(path); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("check: %v; want ErrCorrupt naming %q", err, tt.want)
+			}
+			if tt.records == "" {
+				return
+			}
+			j, err := Open(path, Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			if _, err := j.Records(tt.records); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("records of %s: %v; want ErrCorrupt", tt.records, err)
+			}
+		})
 	}
 }
 
@@ -87,22 +166,25 @@ func TestCheckFindsTheFirstBadKey(t *testing.T) {
 		{"snapshot without records", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketJobs).Put([]byte("Z"), []byte(`{"job":"Z"}`))
 		}, "jobs/Z: snapshot of a job without records", ""},
-		{"index entry missing", func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketJobRecs).Bucket([]byte("A")).Delete(seqKey(4))
-		}, "jobrecs/A: record 4 of the job is not indexed", ""},
-		{"index names another job's record", func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketJobRecs).Bucket([]byte("A")).Put(seqKey(3), []byte{})
-		}, "jobrecs/A/3: not a record of the job", "A"},
-		{"index names a missing record", func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketJobRecs).Bucket([]byte("B")).Put(seqKey(99), []byte{})
-		}, "jobrecs/B/99", "B"},
-		{"index of a job missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).DeleteBucket([]byte("B")) }, "jobrecs/B: no index", ""},
+		{"index entry missing", setIndex(t, "A", 1, 2, 6), "jobrecs/A: record 4 of the job is not indexed", ""},
+		{"index names another job's record", setIndex(t, "A", 1, 2, 3, 4, 6), "jobrecs/A/3: not a record of the job", "A"},
+		{"index names a missing record", setIndex(t, "B", 3, 5, 99), "jobrecs/B/99", "B"},
+		{"index of a job missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Delete([]byte("B")) }, "jobrecs/B: no index", ""},
+		{"index not packed", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("A"), []byte{0x01, 0x80}) }, "jobrecs/A: truncated or overlong uvarint after record 1", "A"},
+		{"index not ascending", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("A"), []byte{0x01, 0x00}) }, "jobrecs/A: sequence numbers not ascending after record 1", "A"},
+		{"index a bucket", func(tx *bolt.Tx) error {
+			if err := tx.Bucket(bucketJobRecs).Delete([]byte("A")); err != nil {
+				return err
+			}
+			_, err := tx.Bucket(bucketJobRecs).CreateBucket([]byte("A"))
+			return err
+		}, "jobrecs/A: a bucket, not a packed index", "A"},
 		{"log sequence behind", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).SetSequence(2) }, "log sequence 2 is behind its last record 6", ""},
 		{"schema not a number", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("two")) }, `schema version "two"`, ""},
-		{"schema 3 without index", func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketJobRecs) }, "schema 3 without bucket jobrecs", ""},
+		{"schema 4 without index", func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketJobRecs) }, "schema 4 without bucket jobrecs", ""},
 		{"derived not a number", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyDerived, []byte("x")) }, `meta/derived "x" is not a sequence number`, ""},
 		{"derived past the log", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyDerived, []byte("7")) }, "meta/derived 7 is past the last record 6", ""},
-		{"derived missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyDerived) }, "schema 3 without meta/derived", ""},
+		{"derived missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyDerived) }, "schema 4 without meta/derived", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

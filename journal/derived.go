@@ -24,7 +24,7 @@ import (
 // that tail in memory; a read-write Open checkpoints it at once.
 //
 // Files of schema 1 and 2 have no meta/derived: their derived data cover the
-// whole log. A read-write Open upgrades them to schema 3 (meta/derived = the
+// whole log. A read-write Open upgrades them to schema 4 (meta/derived = the
 // last record). Schema 1 and 2 journals written by openSchema (test data) are
 // checkpointed at every commit, as those schemas require.
 
@@ -146,6 +146,9 @@ func (j *Journal) derive(tx *bolt.Tx, recs []Record, checkpoint bool) (*delta, e
 		if j.schema < 2 {
 			return nil
 		}
+		if j.schema >= 4 {
+			return putIndex(tx.Bucket(bucketJobRecs), job, seqs)
+		}
 		idx, err := tx.Bucket(bucketJobRecs).CreateBucketIfNotExists([]byte(job))
 		if errors.Is(err, bolt.ErrIncompatibleValue) {
 			return fmt.Errorf("%w: jobrecs/%s is not a bucket", ErrCorrupt, job)
@@ -240,4 +243,63 @@ func (j *Journal) loadTail(tx *bolt.Tx, write bool) error {
 	}
 	j.ov.publishLocked(d) // Open: no reader yet
 	return nil
+}
+
+// putIndex appends seqs (ascending, after those already indexed) to the
+// job's packed index jobrecs/<job> (schema 4).
+func putIndex(idx *bolt.Bucket, job string, seqs []uint64) error {
+	key := []byte(job)
+	old := idx.Get(key)
+	if old == nil && idx.Bucket(key) != nil {
+		return fmt.Errorf("%w: jobrecs/%s is a bucket, not a packed index", ErrCorrupt, job)
+	}
+	indexed, err := decodeIndex(old, nil)
+	if err != nil {
+		return fmt.Errorf("%w: jobrecs/%s: %v", ErrCorrupt, job, err)
+	}
+	var prev uint64
+	if len(indexed) > 0 {
+		prev = indexed[len(indexed)-1]
+	}
+	v := make([]byte, len(old), len(old)+2*len(seqs))
+	copy(v, old)
+	if v, err = encodeIndex(v, prev, seqs); err != nil {
+		return fmt.Errorf("jobrecs/%s: %v", job, err)
+	}
+	return idx.Put(key, v)
+}
+
+// encodeIndex appends seqs to a packed index whose last sequence number is
+// prev (0 for an empty one): each as a uvarint of its distance from the one
+// before. seqs must ascend from above prev.
+func encodeIndex(dst []byte, prev uint64, seqs []uint64) ([]byte, error) {
+	for _, seq := range seqs {
+		if seq <= prev {
+			return dst, fmt.Errorf("record %d indexed after record %d", seq, prev)
+		}
+		dst = binary.AppendUvarint(dst, seq-prev)
+		prev = seq
+	}
+	return dst, nil
+}
+
+// decodeIndex appends to out the sequence numbers of a packed index (schema
+// 4): uvarints, the first record's sequence number, then each next record's
+// distance from the one before, which is never 0. A truncated or overlong
+// uvarint, a zero distance or a sequence number past 2^64-1 is an error.
+func decodeIndex(v []byte, out []uint64) ([]uint64, error) {
+	var prev uint64
+	for len(v) > 0 {
+		d, n := binary.Uvarint(v)
+		if n <= 0 {
+			return out, fmt.Errorf("truncated or overlong uvarint after record %d", prev)
+		}
+		if d == 0 || prev+d < prev {
+			return out, fmt.Errorf("sequence numbers not ascending after record %d", prev)
+		}
+		prev += d
+		out = append(out, prev)
+		v = v[n:]
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -138,48 +139,77 @@ func TestCloseCheckpoints(t *testing.T) {
 	}
 }
 
-// TestUpgradeSchema2: a schema-2 file (derived data with every record, no
-// meta/derived) reads as it is read-only and is upgraded read-write, with
-// meta/derived at its last record.
-func TestUpgradeSchema2(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "j.db")
-	j, err := openSchema(path, Options{}, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := appendAll(t, j, 40, []string{"a", "b", "c"})
-	j.Close()
-	if got := schemaOf(t, path); got != "2+jobrecs" {
-		t.Fatalf("schema-2 file: %q", got)
-	}
-	if err := Check(path); err != nil {
-		t.Fatalf("check of the schema-2 file: %v", err)
-	}
-	ro, err := Open(path, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ro.Schema() != 2 {
-		t.Fatalf("read-only schema %d", ro.Schema())
-	}
-	if recs, err := ro.Records("b"); err != nil || len(recs) != count["b"] {
-		t.Fatalf("read-only records of b: %d, %v", len(recs), err)
-	}
-	ro.Close()
-	j = open(t, path)
-	if j.Schema() != SchemaVersion {
-		t.Fatalf("after upgrade: schema %d", j.Schema())
-	}
-	appendAll(t, j, 5, []string{"a"})
-	if recs, err := j.Records("a"); err != nil || len(recs) != count["a"]+5 {
-		t.Fatalf("records of a after upgrade: %d, %v", len(recs), err)
-	}
-	j.Close()
-	if got, d := schemaOf(t, path), derivedOf(t, path); got != "3+jobrecs" || d != "45" {
-		t.Fatalf("upgraded file: schema %q, derived %q", got, d)
-	}
-	if err := Check(path); err != nil {
-		t.Fatalf("check after upgrade: %v", err)
+// TestUpgradeSchema2And3: a schema-2 file (derived data with every record,
+// no meta/derived) and a schema-3 file (the index a bucket per job; this one
+// crashed with records after meta/derived) read as they are read-only and
+// are upgraded read-write to schema 4: meta/derived at the last record, one
+// packed index value per job covering every record.
+func TestUpgradeSchema2And3(t *testing.T) {
+	for _, schema := range []int{2, 3} {
+		t.Run(fmt.Sprintf("schema%d", schema), func(t *testing.T) {
+			smallCheckpoints(t)
+			path := filepath.Join(t.TempDir(), "j.db")
+			j, err := openSchema(path, Options{}, schema)
+			if err != nil {
+				t.Fatal(err)
+			}
+			count := appendAll(t, j, 100, []string{"a", "b", "c"})
+			if schema == 3 {
+				j.db.Close() // a crash: records 65..100 are after meta/derived
+				if got := derivedOf(t, path); got != "64" {
+					t.Fatalf("schema-3 file: meta/derived %s, want 64", got)
+				}
+			} else {
+				j.Close()
+			}
+			if got := schemaOf(t, path); got != fmt.Sprintf("%d+jobrecs", schema) {
+				t.Fatalf("schema-%d file: %q", schema, got)
+			}
+			if err := Check(path); err != nil {
+				t.Fatalf("check of the schema-%d file: %v", schema, err)
+			}
+			ro, err := Open(path, Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ro.Schema() != schema {
+				t.Fatalf("read-only schema %d", ro.Schema())
+			}
+			if recs, err := ro.Records("b"); err != nil || len(recs) != count["b"] {
+				t.Fatalf("read-only records of b: %d, %v", len(recs), err)
+			}
+			ro.Close()
+			j = open(t, path)
+			if j.Schema() != SchemaVersion {
+				t.Fatalf("after upgrade: schema %d", j.Schema())
+			}
+			appendAll(t, j, 5, []string{"a"})
+			if recs, err := j.Records("a"); err != nil || len(recs) != count["a"]+5 {
+				t.Fatalf("records of a after upgrade: %d, %v", len(recs), err)
+			}
+			j.Close()
+			if got, d := schemaOf(t, path), derivedOf(t, path); got != "4+jobrecs" || d != "105" {
+				t.Fatalf("upgraded file: schema %q, derived %q", got, d)
+			}
+			if err := Check(path); err != nil {
+				t.Fatalf("check after upgrade: %v", err)
+			}
+			db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			db.View(func(tx *bolt.Tx) error {
+				idx := tx.Bucket(bucketJobRecs)
+				for _, job := range []string{"a", "b", "c"} {
+					seqs, err := decodeIndex(idx.Get([]byte(job)), nil)
+					if err != nil || len(seqs) != count[job]+map[string]int{"a": 5}[job] {
+						t.Errorf("jobrecs/%s: %d records packed, %v", job, len(seqs), err)
+					}
+				}
+				return nil
+			})
+		})
 	}
 }
 
@@ -341,4 +371,34 @@ func TestSameSnapshotCoversEveryField(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzDecodeIndex: a packed index from a damaged file never panics the
+// decoder; what decodes ascends strictly and survives a re-encoding.
+func FuzzDecodeIndex(f *testing.F) {
+	for _, seed := range [][]byte{nil, {1}, {1, 1, 1}, {0x80}, {1, 0}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1}, {0x81, 0x00, 0x05}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		seqs, err := decodeIndex(v, nil)
+		if err != nil {
+			return
+		}
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Fatalf("%x decodes to %v: not ascending", v, seqs)
+			}
+		}
+		if len(seqs) > 0 && seqs[0] == 0 {
+			t.Fatalf("%x decodes to record 0", v)
+		}
+		enc, err := encodeIndex(nil, 0, seqs)
+		if err != nil {
+			t.Fatalf("re-encoding %v: %v", seqs, err)
+		}
+		again, err := decodeIndex(enc, nil)
+		if err != nil || !slices.Equal(again, seqs) {
+			t.Fatalf("%v re-encoded as %x decodes to %v, %v", seqs, enc, again, err)
+		}
+	})
 }

@@ -21,8 +21,9 @@ import (
 // the oldest record that arrived meanwhile (so that no appender waits
 // behind a stream of other jobs' records) and wakes the members of its
 // group. A leader that follows a commit of several records first yields the
-// processor while the queue grows (gather), so that the appenders just
-// released join its commit instead of forming every other one alone.
+// processor while the appenders just released come back (gather, at most
+// gatherMax), so that they join its commit instead of forming every other
+// one alone.
 // Append returns only after the fsync of the transaction holding its
 // record, as before: "durable before the effect" holds record by record.
 
@@ -104,11 +105,14 @@ func (j *Journal) Append(rec Record) (Record, error) {
 	return p.rec, p.err
 }
 
-// gather yields the processor while the queue grows, at most gatherRounds
-// times and only when the last commit carried more than one record: the
-// appenders it released are runnable and, when they append again at once
-// (as concurrent jobs' transitions often do), join this commit rather than
-// the next. It costs a lone appender nothing, and never waits on a timer.
+// gather yields the processor while the appenders the last commit released
+// come back, when that commit carried more than one record: until all of
+// them have (the queue holds want), none has for gatherQuiet, or gatherMax
+// has passed. Concurrent jobs' transitions often follow one another at once;
+// those that do then join this commit rather than form the next one alone.
+// It never sleeps on a timer, and costs a lone appender nothing. (A count of
+// yields without growth is not enough: on two cores a yield often returns at
+// once while the released appenders run on the other core.)
 func (g *group) gather() {
 	g.mu.Lock()
 	last, n := g.last, len(g.queue)
@@ -117,20 +121,30 @@ func (g *group) gather() {
 		return
 	}
 	want := n + last // those waiting and, at most, all those released
-	for range gatherRounds {
+	start := time.Now()
+	grewAt := start
+	for {
 		runtime.Gosched()
 		g.mu.Lock()
 		grew := len(g.queue) > n
 		n = len(g.queue)
 		g.mu.Unlock()
-		if !grew || n >= want {
+		now := time.Now()
+		if grew {
+			grewAt = now
+		}
+		if n >= want || now.Sub(grewAt) > gatherQuiet || now.Sub(start) > gatherMax {
 			return
 		}
 	}
 }
 
-// gatherRounds bounds gather's yields.
-const gatherRounds = 32
+// gatherQuiet and gatherMax bound gather: a few µs of an idle queue, and a
+// fraction of one fsync (about 250 µs here) in all.
+const (
+	gatherQuiet = 20 * time.Microsecond
+	gatherMax   = 200 * time.Microsecond
+)
 
 // commit writes batch in one transaction. When that transaction fails, each
 // record is retried in its own, so that one bad record fails only its own

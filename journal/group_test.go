@@ -259,14 +259,14 @@ func BenchmarkBareBoltLives(b *testing.B) {
 	}
 }
 
-// TestBadIndexDoesNotStopAppends: a damaged index entry (jobrecs/bad a value
-// where a bucket belongs) fails the checkpoints, not the appends: every
+// TestBadIndexDoesNotStopAppends: a damaged index entry (jobrecs/bad a
+// truncated uvarint) fails the checkpoints, not the appends: every
 // record is still logged and readable, and Check names the damage.
 func TestBadIndexDoesNotStopAppends(t *testing.T) {
 	smallCheckpoints(t)
 	path := filepath.Join(t.TempDir(), "j.db")
 	j := open(t, path)
-	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("bad"), []byte("x")) }); err != nil {
+	if err := j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJobRecs).Put([]byte("bad"), []byte{0x80}) }); err != nil {
 		t.Fatal(err)
 	}
 	n := 2*checkpointEvery + 3

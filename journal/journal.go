@@ -10,16 +10,19 @@
 // Layout of the file (schema version SchemaVersion):
 //
 //	meta/schema         -> decimal schema version
-//	meta/derived        -> decimal seq: jobs/ and jobrecs/ cover log/1..derived (schema 3)
+//	meta/derived        -> decimal seq: jobs/ and jobrecs/ cover log/1..derived (from schema 3)
 //	log/<seq>           -> Record (codec.go: binary from schema 3, JSON before; both read); seq is a big-endian uint64 from 1
 //	jobs/<job>          -> Snapshot of the job after its last record ≤ derived (codec.go: binary from schema 3, JSON before)
-//	jobrecs/<job>/<seq> -> empty: the job's index into log (schema 2)
+//	jobrecs/<job>       -> the job's index into log, packed (schema 4; see decodeIndex): its records' seqs as
+//	                       uvarints, the first seq then each one's distance from the one before
 //
-// Schema 1 had no jobrecs; schemas 1 and 2 had no meta/derived and wrote the
-// snapshot and index with every record. Opening an older file read-write
-// upgrades it in one bbolt transaction (an interrupted upgrade leaves it as it
-// was); opening it read-only leaves it as it is (on schema 1, Records scans
-// the log).
+// Schema 1 had no jobrecs; schemas 2 and 3 kept the index as a nested bucket
+// per job (jobrecs/<job>/<seq> -> empty), one bbolt key per record; schemas 1
+// and 2 had no meta/derived and wrote the snapshot and index with every
+// record. Opening an older file read-write upgrades it in one bbolt
+// transaction (an interrupted upgrade leaves it as it was); opening it
+// read-only leaves it as it is and reads it in its own layout (on schema 1,
+// Records scans the log).
 //
 // Open checks the file's page structure before bbolt reads it (see pages.go),
 // so that a damaged file gives ErrCorrupt instead of a crash; Check decodes and
@@ -27,6 +30,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,9 +48,10 @@ import (
 )
 
 // SchemaVersion is the version of the file layout this package writes.
-// Versions 1 (no per-job index) and 2 (derived data written with every
-// record) are read, and upgraded on a read-write Open.
-const SchemaVersion = 3
+// Versions 1 (no per-job index), 2 (derived data written with every record)
+// and 3 (the index a bucket per job) are read, and upgraded on a read-write
+// Open.
+const SchemaVersion = 4
 
 var (
 	bucketMeta    = []byte("meta")
@@ -333,6 +338,12 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 			}
 			j.schema = 3
 		}
+		if j.schema == 3 && target >= 4 && !readOnly {
+			if err := upgradeV3(tx); err != nil {
+				return fmt.Errorf("%w: %s: upgrade from schema 3: %v", ErrCorrupt, j.path, err)
+			}
+			j.schema = 4
+		}
 		if err := j.loadTail(tx, !readOnly); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, j.path, err)
 		}
@@ -382,6 +393,91 @@ func upgradeV1(tx *bolt.Tx) error {
 		}
 	}
 	return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+}
+
+// upgradeV3 rewrites the index of schema 2 and 3 (a bucket per job, a key
+// per record) as one packed value per job (schema 4) and sets schema 4, in
+// tx. The index covers the same records before and after.
+func upgradeV3(tx *bolt.Tx) error {
+	old := tx.Bucket(bucketJobRecs)
+	type entry struct {
+		job []byte
+		idx []byte
+	}
+	var packed []entry
+	err := old.ForEach(func(job, v []byte) error {
+		seqs, err := nestedIndex(old, job, v)
+		if err != nil {
+			return err
+		}
+		enc, err := encodeIndex(nil, 0, seqs)
+		if err != nil {
+			return fmt.Errorf("jobrecs/%s: %v", job, err)
+		}
+		packed = append(packed, entry{bytes.Clone(job), enc})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket(bucketJobRecs); err != nil {
+		return err
+	}
+	idx, err := tx.CreateBucket(bucketJobRecs)
+	if err != nil {
+		return err
+	}
+	idx.FillPercent = 0.9 // written in key order
+	for _, e := range packed {
+		if err := idx.Put(e.job, e.idx); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keySchema, []byte("4"))
+}
+
+// nestedIndex reads the schema-2/3 index of one job: jobrecs/<job> must be
+// a bucket (v nil) of 8-byte sequence numbers with empty values. Its errors
+// name the bad key and are not yet wrapped in ErrCorrupt.
+func nestedIndex(idx *bolt.Bucket, job, v []byte) ([]uint64, error) {
+	b := idx.Bucket(job)
+	if v != nil || b == nil {
+		return nil, fmt.Errorf("jobrecs/%s: a value, not a bucket", job)
+	}
+	var seqs []uint64
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 || len(v) != 0 {
+			return nil, fmt.Errorf("jobrecs/%s/%x: not a sequence number with an empty value", job, k)
+		}
+		seqs = append(seqs, binary.BigEndian.Uint64(k))
+	}
+	return seqs, nil
+}
+
+// readIndex returns the indexed records of job (none when the job has no
+// index), in the file's layout: a packed value from schema 4, a nested
+// bucket before. Its errors name the bad key and are not yet wrapped in
+// ErrCorrupt.
+func (j *Journal) readIndex(idx *bolt.Bucket, job []byte) ([]uint64, error) {
+	if j.schema >= 4 {
+		v := idx.Get(job)
+		if v == nil {
+			if idx.Bucket(job) != nil {
+				return nil, fmt.Errorf("jobrecs/%s: a bucket, not a packed index", job)
+			}
+			return nil, nil
+		}
+		seqs, err := decodeIndex(v, nil)
+		if err != nil {
+			return nil, fmt.Errorf("jobrecs/%s: %v", job, err)
+		}
+		return seqs, nil
+	}
+	if idx.Get(job) == nil && idx.Bucket(job) == nil {
+		return nil, nil
+	}
+	return nestedIndex(idx, job, idx.Get(job))
 }
 
 // decodeRecord decodes the log entry k -> v, checking that the key is a
@@ -672,15 +768,9 @@ func (j *Journal) Records(job string) ([]Record, error) {
 	recent := j.ov.seqs[job]
 	var out []Record
 	err := j.view(func(tx *bolt.Tx) error {
-		var seqs []uint64
-		if idx := tx.Bucket(bucketJobRecs).Bucket([]byte(job)); idx != nil {
-			c := idx.Cursor()
-			for k, _ := c.First(); k != nil; k, _ = c.Next() {
-				if len(k) != 8 {
-					return fmt.Errorf("%w: jobrecs/%s/%x: not a sequence number", ErrCorrupt, job, k)
-				}
-				seqs = append(seqs, binary.BigEndian.Uint64(k))
-			}
+		seqs, err := j.readIndex(tx.Bucket(bucketJobRecs), []byte(job))
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		seqs = append(seqs, recent...)
 		log := tx.Bucket(bucketLog)
@@ -688,7 +778,7 @@ func (j *Journal) Records(job string) ([]Record, error) {
 			k := seqKey(seq)
 			v := log.Get(k)
 			if v == nil {
-				return fmt.Errorf("%w: jobrecs/%s/%x: no such record in the log", ErrCorrupt, job, k)
+				return fmt.Errorf("%w: jobrecs/%s/%d: no such record in the log", ErrCorrupt, job, seq)
 			}
 			rec, err := decodeRecord(k, v)
 			if err != nil {

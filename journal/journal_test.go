@@ -284,7 +284,7 @@ func TestUpgradeCommittedV1File(t *testing.T) {
 		t.Fatalf("append after upgrade: seq %d, %d records", rec.Seq, len(recs))
 	}
 	j.Close()
-	if got := schemaOf(t, path); got != "3+jobrecs" {
+	if got := schemaOf(t, path); got != "4+jobrecs" {
 		t.Fatalf("upgraded file: schema %q", got)
 	}
 	if err := Check(path); err != nil {
