@@ -67,6 +67,10 @@ var (
 	ErrLocked = errors.New("journal is locked by another process")
 	// ErrCorrupt: the file is not a readable journal of a known schema.
 	ErrCorrupt = errors.New("journal file is corrupt")
+	// ErrNewerSchema: the file is a journal of a schema newer than
+	// SchemaVersion, written by a newer worker. It is not ErrCorrupt: the
+	// file is sound for that worker, and must not be quarantined.
+	ErrNewerSchema = errors.New("journal written by a newer worker")
 	// ErrNotFound: no record for the job.
 	ErrNotFound = errors.New("job not in journal")
 )
@@ -302,7 +306,7 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 			return fmt.Errorf("%w: %s: schema version %q", ErrCorrupt, j.path, meta.Get(keySchema))
 		}
 		if v > SchemaVersion {
-			return fmt.Errorf("%w: %s: schema version %d is newer than this worker's %d (upgrade the worker)", ErrCorrupt, j.path, v, SchemaVersion)
+			return fmt.Errorf("%w: %s: schema version %d is newer than this worker's %d: run the newer worker again, or restore the copy of the journal kept from before it upgraded the file (if no newer worker ever ran on this data directory, the version is damaged: move the file aside by hand)", ErrNewerSchema, j.path, v, SchemaVersion)
 		}
 		log := tx.Bucket(bucketLog)
 		if log == nil || tx.Bucket(bucketJobs) == nil {

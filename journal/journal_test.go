@@ -126,8 +126,18 @@ func TestCorruptFilesGiveClearErrors(t *testing.T) {
 		return tx.Bucket(bucketMeta).Put(keySchema, []byte("99"))
 	})
 	db.Close()
-	if _, err := Open(newer, Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "newer") {
-		t.Fatalf("newer schema: %v", err)
+	// A newer worker's journal is not corrupt: nothing may quarantine it.
+	before := fileSum(t, newer)
+	for _, ro := range []bool{false, true} {
+		if _, err := Open(newer, Options{ReadOnly: ro}); !errors.Is(err, ErrNewerSchema) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "schema version 99 is newer") {
+			t.Fatalf("newer schema (read-only %v): %v", ro, err)
+		}
+	}
+	if err := Check(newer); !errors.Is(err, ErrNewerSchema) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("check of a newer schema: %v", err)
+	}
+	if fileSum(t, newer) != before {
+		t.Fatal("the newer journal was changed")
 	}
 }
 

@@ -239,6 +239,8 @@ func (w *worker) openJournal() error {
 	switch {
 	case errors.Is(err, journal.ErrLocked):
 		return fmt.Errorf("another worker owns the data directory %s: %w", cfg.DataDir, err)
+	case errors.Is(err, journal.ErrNewerSchema):
+		return fmt.Errorf("%w\nThe file was left untouched (--quarantine-corrupt-journal never moves it: it is not corrupt)", err)
 	case errors.Is(err, journal.ErrCorrupt):
 		return fmt.Errorf("%w\nThe file was left untouched. Keep it for inspection; to start anyway with an empty journal, run start with --quarantine-corrupt-journal (it is moved aside to %s.corrupt-<time>)", err, cfg.JournalPath())
 	case err != nil:
