@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -86,10 +88,10 @@ func CheckWith(path string, cv CheckVisitor) (err error) {
 		return visitErr
 	}
 	if perr != nil { // the page check's verdict first: a walk over damaged pages may fail anywhere
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, perr)
+		return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, printable(perr.Error()))
 	}
 	if werr != nil {
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, werr)
+		return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, printable(werr.Error()))
 	}
 	if cv.Snapshots != nil {
 		cv.Snapshots(snaps)
@@ -463,4 +465,34 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// printable is s for a terminal: a byte that is not valid UTF-8 becomes
+// \xNN and a rune that is not printable its Go escape, so that the bytes of a
+// damaged key or value named in an error never reach the terminal raw.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case !unicode.IsPrint(r) && r != ' ':
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// hexKey is a bbolt key in hex for an error, its first 16 bytes only when
+// it is longer (a damaged page's "key" can be any length).
+func hexKey(k []byte) string {
+	if len(k) <= 16 {
+		return fmt.Sprintf("%x", k)
+	}
+	return fmt.Sprintf("%x… (%d bytes)", k[:16], len(k))
 }

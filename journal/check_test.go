@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -509,4 +512,40 @@ func usedBytes(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return int64(m.hwm * w.pageSize)
+}
+
+// TestPrintableErrors: the bytes of a damaged key never reach an error
+// raw, and a long bbolt key is shortened.
+func TestPrintableErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		"jobs/abc: ok":           "jobs/abc: ok",
+		"jobs/a\x01b\xffc":       `jobs/a\x01b\xffc`,
+		"snapshot of \"jöb\" ✓":  "snapshot of \"jöb\" ✓",
+		"tab\there\nnewline\x7f": `tab\there\nnewline\x7f`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := hexKey(bytes.Repeat([]byte{0xab}, 150)); got != "abababababababababababababababab… (150 bytes)" {
+		t.Errorf("hexKey of 150 bytes = %q", got)
+	}
+	if got := hexKey([]byte{1, 2}); got != "0102" {
+		t.Errorf("hexKey = %q", got)
+	}
+	// A snapshot whose key and value are damaged bytes: Check's error
+	// holds only printable text.
+	path := smallJournal(t)
+	mutate(t, path, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).Put([]byte("B\x01\xfe"), []byte("\x01\x0a\xff\x00"))
+	})
+	err := Check(path)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `jobs/B\x01\xfe`) {
+		t.Fatalf("check: %v", err)
+	}
+	for _, r := range err.Error() {
+		if r == utf8.RuneError || (!unicode.IsPrint(r) && r != ' ') {
+			t.Fatalf("check's error holds %U: %q", r, err.Error())
+		}
+	}
 }

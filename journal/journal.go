@@ -315,7 +315,7 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 		var last uint64
 		if k, _ := log.Cursor().Last(); k != nil {
 			if len(k) != 8 {
-				return fmt.Errorf("%w: %s: log key %x is not a sequence number", ErrCorrupt, j.path, k)
+				return fmt.Errorf("%w: %s: log key %s is not a sequence number", ErrCorrupt, j.path, hexKey(k))
 			}
 			if last = binary.BigEndian.Uint64(k); log.Sequence() < last {
 				// The next Append would overwrite record last.
@@ -452,7 +452,7 @@ func nestedIndex(idx *bolt.Bucket, job, v []byte) ([]uint64, error) {
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if len(k) != 8 || len(v) != 0 {
-			return nil, fmt.Errorf("jobrecs/%s/%x: not a sequence number with an empty value", job, k)
+			return nil, fmt.Errorf("jobrecs/%s/%s: not a sequence number with an empty value", job, hexKey(k))
 		}
 		seqs = append(seqs, binary.BigEndian.Uint64(k))
 	}
@@ -490,7 +490,7 @@ func (j *Journal) readIndex(idx *bolt.Bucket, job []byte) ([]uint64, error) {
 func decodeRecord(k, v []byte) (Record, error) {
 	var rec Record
 	if len(k) != 8 {
-		return rec, fmt.Errorf("log key %x is not a sequence number", k)
+		return rec, fmt.Errorf("log key %s is not a sequence number", hexKey(k))
 	}
 	seq := binary.BigEndian.Uint64(k)
 	if v == nil {
@@ -626,7 +626,7 @@ func (j *Journal) Snapshot(job string) (Snapshot, error) {
 			return fmt.Errorf("%w: %s", ErrNotFound, job)
 		}
 		if err := unmarshalSnapshot(v, &snap); err != nil {
-			return fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, job, err)
+			return fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, printable(job), printable(err.Error()))
 		}
 		return nil
 	})
@@ -654,7 +654,7 @@ func (j *Journal) Snapshots() ([]Snapshot, error) {
 			}
 			var s Snapshot
 			if err := unmarshalSnapshot(v, &s); err != nil {
-				return fmt.Errorf("%w: snapshot of %s: %v", ErrCorrupt, k, err)
+				return fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, printable(string(k)), printable(err.Error()))
 			}
 			out = append(out, s)
 			return nil
