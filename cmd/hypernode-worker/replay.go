@@ -148,7 +148,7 @@ func replay(out io.Writer, path, job string, asJSON bool) error {
 		return fmt.Errorf("journal %s: %d problem(s), first: %s", path, len(problems), problems[0])
 	}
 	if !asJSON {
-		fmt.Fprintf(out, "\njournal verified: %d records, every transition legal\n", n)
+		fmt.Fprintf(out, "\njournal verified: %d records, every transition legal (the transitions only: replay --verify also checks the file, the snapshots and the index)\n", n)
 	}
 	return nil
 }
