@@ -235,13 +235,21 @@ func (e *settingError) Error() string { return e.Msg }
 func (e *settingError) Unwrap() error { return errUsage }
 
 // parseConfig validates the resolved settings (keyed by environment name)
-// and returns the first bad one's error.
+// and returns the first bad one's error, on one line; when others are bad
+// too it says how many and that `config` lists them all.
 func parseConfig(raw map[string]string) (*Config, error) {
 	c, errs := checkConfig(raw)
-	if len(errs) > 0 {
+	switch len(errs) {
+	case 0:
+		return c, nil
+	case 1:
 		return nil, errs[0]
 	}
-	return c, nil
+	more := "1 more invalid setting"
+	if len(errs) > 2 {
+		more = fmt.Sprintf("%d more invalid settings", len(errs)-1)
+	}
+	return nil, &settingError{Setting: errs[0].Setting, Msg: fmt.Sprintf("%s (and %s: `hypernode-worker config` lists them all)", errs[0].Msg, more)}
 }
 
 // checkConfig validates every setting and returns all the bad ones, each

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/hypernode-sol/worker/hardware"
@@ -60,5 +61,22 @@ func TestParallelJobsConfig(t *testing.T) {
 	newGPUPool(cfg, &hardware.Specs{})
 	if cfg.Slots != 1 {
 		t.Errorf("auto without GPUs: %d slots", cfg.Slots)
+	}
+}
+
+// TestParseConfigCountsTheOtherBadSettings: start names the first bad
+// setting on one line and says how many more `config` lists.
+func TestParseConfigCountsTheOtherBadSettings(t *testing.T) {
+	_, err := parseConfig(rawDefaultsWith(t, map[string]string{"MAX_PARALLEL_JOBS": "bogus", "WORKSPACE_SPARES": "99"}))
+	var se *settingError
+	if !errors.As(err, &se) || se.Setting != "MAX_PARALLEL_JOBS" || !errors.Is(err, errUsage) {
+		t.Fatalf("err %v, want a usage error of MAX_PARALLEL_JOBS", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, `MAX_PARALLEL_JOBS "bogus"`) ||
+		!strings.Contains(msg, "and 1 more invalid setting: `hypernode-worker config` lists them all") {
+		t.Fatalf("message %q", msg)
+	}
+	if _, err := parseConfig(rawDefaultsWith(t, map[string]string{"WORKSPACE_SPARES": "99"})); err == nil || strings.Contains(err.Error(), "more invalid") {
+		t.Fatalf("one bad setting: %v", err)
 	}
 }
