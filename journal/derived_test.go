@@ -180,8 +180,8 @@ func TestUpgradeSchema2And3(t *testing.T) {
 			}
 			ro.Close()
 			j = open(t, path)
-			if j.Schema() != SchemaVersion {
-				t.Fatalf("after upgrade: schema %d", j.Schema())
+			if j.Schema() != SchemaVersion || j.UpgradedFrom() != schema {
+				t.Fatalf("after upgrade: schema %d, upgraded from %d", j.Schema(), j.UpgradedFrom())
 			}
 			appendAll(t, j, 5, []string{"a"})
 			if recs, err := j.Records("a"); err != nil || len(recs) != count["a"]+5 {
@@ -194,6 +194,11 @@ func TestUpgradeSchema2And3(t *testing.T) {
 			if err := Check(path); err != nil {
 				t.Fatalf("check after upgrade: %v", err)
 			}
+			again := open(t, path)
+			if again.UpgradedFrom() != 0 {
+				t.Fatalf("a second open upgraded from %d", again.UpgradedFrom())
+			}
+			again.Close()
 			db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)

@@ -181,6 +181,7 @@ type Journal struct {
 	db       *bolt.DB
 	path     string
 	schema   int // of the file as opened (after any upgrade); 0: empty read-only file
+	upgraded int // the schema the file had when Open upgraded it; 0: not upgraded
 	readOnly bool
 	group    group
 	// wmu serialises the writers (the group's leader, AppendBatch, Close)
@@ -326,6 +327,9 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 			return fmt.Errorf("%w: %s: schema %d without bucket %s", ErrCorrupt, j.path, v, bucketJobRecs)
 		}
 		j.schema = v
+		if !readOnly && v < target {
+			j.upgraded = v
+		}
 		if v == 1 && target >= 2 && !readOnly {
 			if err := upgradeV1(tx); err != nil {
 				return fmt.Errorf("%w: %s: upgrade from schema 1: %v", ErrCorrupt, j.path, err)
@@ -507,6 +511,11 @@ func decodeRecord(k, v []byte) (Record, error) {
 	}
 	return rec, nil
 }
+
+// UpgradedFrom is the schema version the file had when this read-write Open
+// upgraded it to Schema, or 0 when it was not upgraded (it was already at
+// SchemaVersion, or is new).
+func (j *Journal) UpgradedFrom() int { return j.upgraded }
 
 // Path is the journal file's path.
 func (j *Journal) Path() string { return j.path }

@@ -27,7 +27,7 @@ type configRow struct {
 type configReport struct {
 	Settings []configRow `json:"settings"`
 	Node     string      `json:"node,omitempty"` // the keypair's public key, when readable
-	Errors   []string    `json:"errors,omitempty"`
+	Errors   []string    `json:"errors"` // empty, not absent, when every setting is valid
 }
 
 func newConfigCmd() *cobra.Command {
@@ -70,7 +70,7 @@ and the exit status is 2.`,
 func buildConfigReport(r *resolved) *configReport {
 	c, errs := checkConfig(r.raw)
 	bad := map[string]string{}
-	rep := &configReport{}
+	rep := &configReport{Errors: []string{}}
 	for _, e := range errs {
 		if _, dup := bad[e.Setting]; !dup {
 			bad[e.Setting] = e.Msg

@@ -190,6 +190,9 @@ func TestConfigShowsDocumentedDefaults(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
 			t.Fatalf("config %v exited %d (%v): %s%s", args, code, err, out, errOut)
 		}
+		if !strings.Contains(out, `"errors": []`) && !strings.Contains(out, `"errors":[]`) {
+			t.Fatalf("config %v --json: no empty errors list: %s", args, out)
+		}
 		m := map[string]configRow{}
 		for _, r := range rep.Settings {
 			m[r.Setting] = r

@@ -246,6 +246,10 @@ func (w *worker) openJournal() error {
 	case err != nil:
 		return err
 	}
+	if from := j.UpgradedFrom(); from != 0 {
+		w.log.Info().Int("from", from).Int("to", j.Schema()).Str("path", cfg.JournalPath()).Msg("journal upgraded to this worker's format; an older worker cannot read it")
+		fmt.Fprintf(w.out, "journal %s upgraded from schema %d to %d (an older worker cannot read it)\n", cfg.JournalPath(), from, j.Schema())
+	}
 	w.journal = j
 	return nil
 }
