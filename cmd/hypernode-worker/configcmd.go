@@ -27,7 +27,7 @@ type configRow struct {
 type configReport struct {
 	Settings []configRow `json:"settings"`
 	Node     string      `json:"node,omitempty"` // the keypair's public key, when readable
-	Errors   []string    `json:"errors"` // empty, not absent, when every setting is valid
+	Errors   []string    `json:"errors"`         // empty, not absent, when every setting is valid
 }
 
 func newConfigCmd() *cobra.Command {
