@@ -149,7 +149,7 @@ var settings = []setting{
 // addConfigFlags registers every setting as a flag of fs, plus --env-file.
 func addConfigFlags(fs *pflag.FlagSet) {
 	fs.String("env-file", ".env", "file of KEY=VALUE settings read when present")
-	fs.Bool("quarantine-corrupt-journal", false, "when the journal is corrupt, move it aside and start with an empty one")
+	fs.Bool("quarantine-corrupt-journal", false, "when the journal is corrupt: rebuild its snapshots and index from the log or, when the log itself is damaged, move it aside and start with an empty one")
 	for _, s := range settings {
 		if s.flag == "" {
 			continue // a secret: never on the command line

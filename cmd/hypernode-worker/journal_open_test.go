@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/hypernode-sol/worker/fsm"
 	"github.com/hypernode-sol/worker/journal"
 )
 
@@ -50,6 +52,22 @@ func TestQuarantineOnlyCorruptJournals(t *testing.T) {
 		}
 	})
 
+	t.Run("derived data damaged", func(t *testing.T) {
+		w, data, out, err := open(t, func(path string) {
+			writeJournal(t, path, 30)
+			damage(t, path, "jobs", "job-1", []byte{0x01, 0xff})
+		})
+		if err != nil || w.journal == nil {
+			t.Fatalf("open with quarantine: %v", err)
+		}
+		if got := aside(data); len(got) != 0 || !strings.Contains(out.String(), "rebuilt from its log (30 records, 30 jobs)") {
+			t.Fatalf("moved aside %v; output %q", got, out.String())
+		}
+		if recs, err := w.journal.Records("job-1"); err != nil || len(recs) != 1 {
+			t.Fatalf("records of job-1 after the repair: %d, %v", len(recs), err)
+		}
+	})
+
 	t.Run("newer", func(t *testing.T) {
 		var before []byte
 		_, data, _, err := open(t, func(path string) {
@@ -82,4 +100,61 @@ func TestQuarantineOnlyCorruptJournals(t *testing.T) {
 			t.Fatalf("the newer journal changed (%v)", err)
 		}
 	})
+}
+
+// writeJournal writes n jobs (job-0, job-1, …), each polled (one legal
+// transition), into a new journal at path and closes it.
+func writeJournal(t *testing.T, path string, n int) {
+	t.Helper()
+	j, err := journal.Open(path, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		rec := journal.Record{Job: fmt.Sprintf("job-%d", i), Kind: journal.KindTransition, Event: fsm.EvPoll, To: string(fsm.Polled)}
+		if _, err := j.Append(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// damage puts v under key in the journal's top-level bucket.
+func damage(t *testing.T, path, bucket, key string, v []byte) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucket)).Put([]byte(key), v) })
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplayRepair: replay --repair rebuilds a damaged index from the log
+// (after which --verify passes), and refuses when a log record is damaged.
+func TestReplayRepair(t *testing.T) {
+	data := t.TempDir()
+	path := filepath.Join(data, "journal.db")
+	writeJournal(t, path, 30)
+	damage(t, path, "jobrecs", "job-2", []byte{0x80})
+	if _, _, code := runIn(t, "replay", "--verify", "--data-dir", data); code != 1 {
+		t.Fatalf("replay --verify of a damaged index exited %d", code)
+	}
+	out, errOut, code := runIn(t, "replay", "--repair", "--data-dir", data)
+	if code != 0 || !strings.Contains(out, "journal rebuilt from its log: 30 records, 30 jobs") || !strings.Contains(out, "journal verified: 30 records") {
+		t.Fatalf("replay --repair exited %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := runIn(t, "replay", "--verify", "--data-dir", data); code != 0 {
+		t.Fatalf("replay --verify after the repair exited %d: %s%s", code, out, errOut)
+	}
+
+	damage(t, path, "log", "\x00\x00\x00\x00\x00\x00\x00\x05", []byte("{"))
+	out, errOut, code = runIn(t, "replay", "--repair", "--data-dir", data)
+	if code != 1 || !strings.Contains(errOut, "the log itself is damaged") || !strings.Contains(errOut, "record 5") {
+		t.Fatalf("replay --repair over a damaged record exited %d: %s%s", code, out, errOut)
+	}
 }

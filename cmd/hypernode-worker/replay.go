@@ -51,6 +51,9 @@ func newReplayCmd() *cobra.Command {
 			job, _ := cmd.Flags().GetString("job")
 			asJSON, _ := cmd.Flags().GetBool("json")
 			path := filepath.Join(dir, "journal.db")
+			if repair, _ := cmd.Flags().GetBool("repair"); repair {
+				return repairJournal(cmd.OutOrStdout(), path)
+			}
 			if verifyOnly, _ := cmd.Flags().GetBool("verify"); verifyOnly {
 				return verifyJournal(cmd.OutOrStdout(), path)
 			}
@@ -61,7 +64,22 @@ func newReplayCmd() *cobra.Command {
 	cmd.Flags().String("job", "", "only this job's records")
 	cmd.Flags().Bool("json", false, "one JSON record per line")
 	cmd.Flags().Bool("verify", false, "only verify: the file's structure, every record and snapshot, and the lifecycle invariants")
+	cmd.Flags().Bool("repair", false, "rebuild the snapshots and index from the log (the worker must be stopped), then verify; refuses when the log itself is damaged")
 	return cmd
+}
+
+// repairJournal rebuilds the journal's derived data from its log
+// (journal.Rebuild) and verifies the result as --verify does.
+func repairJournal(out io.Writer, path string) error {
+	rep, err := journal.Rebuild(path)
+	if errors.Is(err, journal.ErrLocked) {
+		return fmt.Errorf("%w; stop the worker first", err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "journal rebuilt from its log: %d records, %d jobs' snapshots and index rewritten (schema %d → %d)\n", rep.Records, rep.Jobs, rep.FromSchema, journal.SchemaVersion)
+	return verifyJournal(out, path)
 }
 
 // verifyJournal checks the file deeply (journal.CheckWith) and the

@@ -226,7 +226,19 @@ func (w *worker) openJournal() error {
 		return usageErr("HYPERNODE_DATA_DIR %s cannot be created: %v", cfg.DataDir, err)
 	}
 	if cfg.QuarantineJournal {
-		if err := journal.Check(cfg.JournalPath()); errors.Is(err, journal.ErrCorrupt) {
+		err := journal.Check(cfg.JournalPath())
+		if errors.Is(err, journal.ErrCorrupt) {
+			// Derived data (snapshots, index) are rebuilt from the log,
+			// which keeps every job; only a journal whose log or page
+			// structure is damaged is moved aside.
+			if rep, rerr := journal.Rebuild(cfg.JournalPath()); rerr == nil {
+				if err = journal.Check(cfg.JournalPath()); err == nil {
+					w.log.Warn().Int("records", rep.Records).Int("jobs", rep.Jobs).Msg("journal's snapshots and index were damaged: rebuilt from its log")
+					fmt.Fprintf(w.out, "⚠ journal's snapshots and index were damaged: rebuilt from its log (%d records, %d jobs)\n", rep.Records, rep.Jobs)
+				}
+			}
+		}
+		if errors.Is(err, journal.ErrCorrupt) {
 			moved, qerr := journal.Quarantine(cfg.JournalPath())
 			if qerr != nil {
 				return fmt.Errorf("move the corrupt journal aside: %w", qerr)
@@ -242,7 +254,7 @@ func (w *worker) openJournal() error {
 	case errors.Is(err, journal.ErrNewerSchema):
 		return fmt.Errorf("%w\nThe file was left untouched (--quarantine-corrupt-journal never moves it: it is not corrupt)", err)
 	case errors.Is(err, journal.ErrCorrupt):
-		return fmt.Errorf("%w\nThe file was left untouched. Keep it for inspection; to start anyway with an empty journal, run start with --quarantine-corrupt-journal (it is moved aside to %s.corrupt-<time>)", err, cfg.JournalPath())
+		return fmt.Errorf("%w\nThe file was left untouched. Keep it for inspection. When only its snapshots or index are damaged, `hypernode-worker replay --repair` rebuilds them from the log and keeps every job. To start anyway, run start with --quarantine-corrupt-journal: it tries that repair first and, when the log itself is damaged, moves the file aside to %s.corrupt-<time> and starts with an empty journal", err, cfg.JournalPath())
 	case err != nil:
 		return err
 	}
