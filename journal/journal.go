@@ -238,8 +238,17 @@ func openSchema(path string, opts Options, target int) (*Journal, error) {
 func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	// bbolt panics on some corrupt files instead of returning an error: turn
 	// that into ErrCorrupt so that a bad file can never crash the daemon.
+	// bbolt's own cleanup does not run then: the file is closed here, but
+	// bbolt's mapping of it stays, and keeps the file's lock held until this
+	// process exits (Rebuild checks the pages read-only first for that
+	// reason).
+	var opened *os.File
+	open := openFile(opts.ReadOnly, opts.LockTimeout)
 	defer func() {
 		if r := recover(); r != nil {
+			if opened != nil {
+				opened.Close()
+			}
 			db, err = nil, unreadable(path, r)
 		}
 	}()
@@ -252,7 +261,11 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 		// fsync.
 		NoFreelistSync: !opts.ReadOnly,
 		FreelistType:   bolt.FreelistMapType,
-		OpenFile:       openFile(opts.ReadOnly, opts.LockTimeout),
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := open(name, flag, perm)
+			opened = f
+			return f, err
+		},
 	})
 	if err != nil {
 		if errors.Is(err, ErrLocked) || errors.Is(err, ErrCorrupt) {

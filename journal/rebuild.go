@@ -18,6 +18,26 @@ type RebuildReport struct {
 	FromSchema int // the file's schema before (SchemaVersion after)
 }
 
+// checkPagesOf runs bbolt's consistency check on the file at path, opened
+// read-only; its error wraps ErrCorrupt (or ErrLocked, ErrNewerSchema).
+func checkPagesOf(path string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	db, err := openBolt(path, Options{ReadOnly: true, LockTimeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			err = unreadable(path, r)
+		}
+	}()
+	if err := db.View(checkPages); err != nil {
+		return fmt.Errorf("%w: %s: cannot rebuild: %s", ErrCorrupt, path, printable(err.Error()))
+	}
+	return nil
+}
+
 // Rebuild rewrites the journal's derived data (every snapshot in jobs/, the
 // index in jobrecs/, meta/derived) from its log, in one bbolt transaction,
 // and brings the file to SchemaVersion. It is the repair for a journal whose
@@ -25,15 +45,25 @@ type RebuildReport struct {
 // jobs/, jobrecs/ or meta/derived): the log is the record of what happened,
 // and nothing in it is changed or lost.
 //
-// It takes the journal's lock (ErrLocked while a worker has it open). It
-// refuses, leaving the file as it was, with an error wrapping ErrCorrupt
-// when the file's page structure is damaged, a log record does not decode
+// It takes the journal's lock (ErrLocked while a worker has it open; also
+// after a read-write Open of this file failed on damaged pages earlier in
+// this process, since bbolt then keeps the file mapped). It refuses,
+// leaving the file as it was, with an error wrapping ErrCorrupt when the
+// file's page structure is damaged (bbolt's own check, run first), a log record does not decode
 // (naming log/<seq>), or the meta bucket or schema version is unreadable;
 // with ErrNewerSchema for a newer worker's journal. Run Check afterwards.
 func Rebuild(path string) (rep RebuildReport, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if _, err := os.Stat(path); err != nil {
 		return rep, fmt.Errorf("rebuild journal: %w", err)
+	}
+	// bbolt's own page check first, read-only: a read-write open of a file
+	// whose pages are damaged can panic inside bbolt, which then leaks its
+	// mapping and, with it, the file's lock for the rest of this process
+	// (so that a Quarantine after a refused Rebuild would find the file
+	// locked).
+	if err := checkPagesOf(path); err != nil {
+		return rep, err
 	}
 	db, err := openBolt(path, Options{LockTimeout: time.Second})
 	if err != nil {
