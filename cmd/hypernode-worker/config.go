@@ -340,7 +340,11 @@ func checkConfig(raw map[string]string) (*Config, []*settingError) {
 	} else if ok && !c.Local() {
 		bad("IPFS_GATEWAY", "IPFS_GATEWAY is required on %s", c.Network)
 	}
-	sub(c.parseUpload(raw))
+	if ok || raw["IPFS_UPLOAD_URL"] != "" || raw["PINATA_JWT"] != "" || raw["IPFS_UPLOAD"] != "" {
+		// (on an unknown network, what it requires is unknown too: only
+		// the NETWORK error, not one per setting that network would need)
+		sub(c.parseUpload(raw))
+	}
 	if c.ContainerRuntime != "containerd" {
 		bad("CONTAINER_RUNTIME", "CONTAINER_RUNTIME %q is not supported: the worker runs jobs with containerd (Docker's engine uses containerd too: point CONTAINERD_ADDRESS at its socket)", c.ContainerRuntime)
 	}

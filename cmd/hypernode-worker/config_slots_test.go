@@ -80,3 +80,16 @@ func TestParseConfigCountsTheOtherBadSettings(t *testing.T) {
 		t.Fatalf("one bad setting: %v", err)
 	}
 }
+
+// TestUnknownNetworkIsOneError: an unknown NETWORK is reported once, not
+// with the settings a known network would require as well.
+func TestUnknownNetworkIsOneError(t *testing.T) {
+	_, errs := checkConfig(rawDefaultsWith(t, map[string]string{"NETWORK": "moon"}))
+	if len(errs) != 1 || errs[0].Setting != "NETWORK" {
+		t.Fatalf("errors %v, want the NETWORK one only", errs)
+	}
+	_, errs = checkConfig(rawDefaultsWith(t, map[string]string{"NETWORK": "moon", "IPFS_UPLOAD": "pinata"}))
+	if len(errs) != 2 || errs[1].Setting != "PINATA_JWT" && !strings.Contains(errs[1].Msg, "PINATA_JWT") {
+		t.Fatalf("errors %v, want NETWORK and the upload choice's", errs)
+	}
+}
