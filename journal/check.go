@@ -145,10 +145,8 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 			return nil, ch.err
 		}
 		for _, rec := range ch.recs {
-			switch rec.Kind {
-			case KindTransition, KindIntent, KindProgress:
-			default:
-				return nil, fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, rec.Kind)
+			if err := checkLogged(rec, last); err != nil {
+				return nil, err
 			}
 			last = rec.Seq
 			if visit != nil {
@@ -172,6 +170,9 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 	}
 	if log.Sequence() < last {
 		return nil, fmt.Errorf("log: sequence %d is behind its last record %d", log.Sequence(), last)
+	}
+	if err := checkLogEnd(log.Sequence(), last); err != nil {
+		return nil, err
 	}
 
 	// The stored snapshots are decoded and compared on two goroutines; the
@@ -282,6 +283,31 @@ func (j *Journal) check(tx *bolt.Tx, visit func(Record) error, visitErr *error) 
 		}
 	}
 	return foldTail(jobs, tail), nil
+}
+
+// checkLogged checks a decoded log record against the one before it (prev,
+// 0 for the first): a known kind, and the next sequence number. The log's
+// records are numbered from 1 without a gap (nothing is ever deleted), so a
+// gap is a lost record.
+func checkLogged(rec Record, prev uint64) error {
+	switch rec.Kind {
+	case KindTransition, KindIntent, KindProgress:
+	default:
+		return fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, printable(string(rec.Kind)))
+	}
+	if rec.Seq != prev+1 {
+		return fmt.Errorf("log/%d: missing (the record after %d is %d; records are never deleted)", prev+1, prev, rec.Seq)
+	}
+	return nil
+}
+
+// checkLogEnd checks the log bucket's sequence against its last record: a
+// sequence past it means records lost from the end.
+func checkLogEnd(seq, last uint64) error {
+	if seq > last {
+		return fmt.Errorf("log: records %d to %d are missing (the log's sequence is %d; records are never deleted)", last+1, seq, seq)
+	}
+	return nil
 }
 
 // sameIndex compares the index of job (got) with the job's records up to
@@ -467,9 +493,12 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// printable is s for a terminal: a byte that is not valid UTF-8 becomes
-// \xNN and a rune that is not printable its Go escape, so that the bytes of a
-// damaged key or value named in an error never reach the terminal raw.
+// Printable is s for a terminal: a byte that is not valid UTF-8 becomes
+// \xNN and a rune that is not printable (a control character such as ESC or
+// a newline) its Go escape, so that bytes read from a damaged or hostile
+// journal (a key, a job name) never reach a terminal raw.
+func Printable(s string) string { return printable(s) }
+
 func printable(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {

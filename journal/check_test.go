@@ -157,6 +157,8 @@ func TestCheckFindsTheFirstBadKey(t *testing.T) {
 		}, "record under key 3 says seq 5", "B"},
 		{"record without job", rewrite(2, func(r *Record) { r.Job = "" }), "record 2 has no job", "A"},
 		{"unknown kind", rewrite(2, func(r *Record) { r.Kind = "bogus" }), "log/2: unknown record kind", ""},
+		{"record missing", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Delete(seqKey(3)) }, "log/3: missing (the record after 2 is 4", ""},
+		{"records missing from the end", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).SetSequence(9) }, "log: records 7 to 9 are missing", ""},
 		{"log key not a seq", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Put([]byte("x"), []byte("{}")) }, "log key 78", ""},
 		{"snapshot disagrees", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketJobs).Put([]byte("A"), []byte(`{"job":"A","state":"running","last_seq":6}`))
@@ -271,7 +273,7 @@ func flipCase(t *testing.T, path string, readOnly bool) string {
 			// read-write open panicked, and with it the file's lock, for
 			// the rest of this process (start exits then; see openBolt).
 			if readOnly {
-				if _, err := Rebuild(path); err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNewerSchema) {
+				if _, err := Rebuild(path, RebuildVerifier{}); err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNewerSchema) {
 					done <- fmt.Sprintf("rebuild after a refused open: %v (not ErrCorrupt)", err)
 					return
 				}
@@ -309,7 +311,7 @@ func flipCase(t *testing.T, path string, readOnly bool) string {
 			// The repair an operator would try: it works, or refuses
 			// with ErrCorrupt; what it rebuilt checks sound unless the
 			// damage is outside the derived data.
-			switch _, err := Rebuild(path); {
+			switch _, err := Rebuild(path, RebuildVerifier{}); {
 			case err == nil:
 				if err := Check(path); err != nil && !errors.Is(err, ErrCorrupt) {
 					done <- fmt.Sprintf("check after rebuild: %v (not ErrCorrupt)", err)

@@ -320,11 +320,13 @@ func (j *Journal) checkSchema(readOnly bool, target int) (err error) {
 			return fmt.Errorf("%w: %s: schema version %q", ErrCorrupt, j.path, meta.Get(keySchema))
 		}
 		if v > SchemaVersion {
-			return fmt.Errorf("%w: %s: schema version %d is newer than this worker's %d: run the newer worker again, or restore the copy of the journal kept from before it upgraded the file (if no newer worker ever ran on this data directory, the version is damaged: move the file aside by hand)", ErrNewerSchema, j.path, v, SchemaVersion)
+			return fmt.Errorf("%s: %w", j.path, newerSchema(v))
 		}
 		log := tx.Bucket(bucketLog)
-		if log == nil || tx.Bucket(bucketJobs) == nil {
-			return fmt.Errorf("%w: %s: missing buckets", ErrCorrupt, j.path)
+		for _, b := range [][]byte{bucketLog, bucketJobs} {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%w: %s: no bucket %s", ErrCorrupt, j.path, b)
+			}
 		}
 		var last uint64
 		if k, _ := log.Cursor().Last(); k != nil {
@@ -414,6 +416,11 @@ func upgradeV1(tx *bolt.Tx) error {
 		}
 	}
 	return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+}
+
+// newerSchema is the error for a file of schema v > SchemaVersion.
+func newerSchema(v int) error {
+	return fmt.Errorf("%w: schema version %d is newer than this worker's %d: run the newer worker again, or restore the copy of the journal kept from before it upgraded the file (if no newer worker ever ran on this data directory, the version is damaged: move the file aside by hand)", ErrNewerSchema, v, SchemaVersion)
 }
 
 // upgradeV3 rewrites the index of schema 2 and 3 (a bucket per job, a key

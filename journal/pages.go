@@ -315,7 +315,7 @@ func (w *pageWalker) elems(p []byte, flags uint16, id uint64, bucket string) err
 func openFile(readOnly bool, timeout time.Duration) func(string, int, os.FileMode) (*os.File, error) {
 	return func(name string, flag int, perm os.FileMode) (*os.File, error) {
 		if fi, err := os.Stat(name); err == nil && !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("%w: %s is not a regular file (mode %s)", ErrCorrupt, name, fi.Mode().Type())
+			return nil, fmt.Errorf("%w: %s is not a regular file (mode %s)", ErrCorrupt, name, fi.Mode())
 		}
 		f, err := os.OpenFile(name, flag, perm)
 		if err != nil {
@@ -332,7 +332,7 @@ func openFile(readOnly bool, timeout time.Duration) func(string, int, os.FileMod
 		}
 		if !fi.Mode().IsRegular() {
 			f.Close()
-			return nil, fmt.Errorf("%w: %s is not a regular file (mode %s)", ErrCorrupt, name, fi.Mode().Type())
+			return nil, fmt.Errorf("%w: %s is not a regular file (mode %s)", ErrCorrupt, name, fi.Mode())
 		}
 		if fi.Size() == 0 && readOnly {
 			f.Close()

@@ -11,6 +11,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// RebuildVerifier lets a caller check the log during Rebuild's walk, before
+// anything is written. Either function may be nil.
+type RebuildVerifier struct {
+	Record func(Record) // every record, in sequence order
+	Done   func() error // after the walk: an error refuses the rebuild
+}
+
 // RebuildReport says what Rebuild rewrote.
 type RebuildReport struct {
 	Records    int // log records read
@@ -43,7 +50,11 @@ func checkPagesOf(path string) (err error) {
 // and brings the file to SchemaVersion. It is the repair for a journal whose
 // log is sound but whose derived data are damaged (what Check reports under
 // jobs/, jobrecs/ or meta/derived): the log is the record of what happened,
-// and nothing in it is changed or lost.
+// and nothing in it is changed or lost. The log is checked first, in full,
+// and nothing is written unless it is sound: every record decodes, names a
+// job, has a known kind and the next sequence number (a gap, a log sequence
+// past the last record, or meta/derived past it is a lost record), and rv
+// finds nothing wrong.
 //
 // It takes the journal's lock (ErrLocked while a worker has it open; also
 // after a read-write Open of this file failed on damaged pages earlier in
@@ -52,7 +63,7 @@ func checkPagesOf(path string) (err error) {
 // file's page structure is damaged (bbolt's own check, run first), a log record does not decode
 // (naming log/<seq>), or the meta bucket or schema version is unreadable;
 // with ErrNewerSchema for a newer worker's journal. Run Check afterwards.
-func Rebuild(path string) (rep RebuildReport, err error) {
+func Rebuild(path string, rv RebuildVerifier) (rep RebuildReport, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if _, err := os.Stat(path); err != nil {
 		return rep, fmt.Errorf("rebuild journal: %w", err)
@@ -77,7 +88,7 @@ func Rebuild(path string) (rep RebuildReport, err error) {
 	}()
 	err = db.Update(func(tx *bolt.Tx) error {
 		var err error
-		rep, err = rebuildTx(tx)
+		rep, err = rebuildTx(tx, rv)
 		return err
 	})
 	if errors.Is(err, ErrNewerSchema) {
@@ -90,7 +101,7 @@ func Rebuild(path string) (rep RebuildReport, err error) {
 }
 
 // rebuildTx is Rebuild's transaction.
-func rebuildTx(tx *bolt.Tx) (RebuildReport, error) {
+func rebuildTx(tx *bolt.Tx, rv RebuildVerifier) (RebuildReport, error) {
 	var rep RebuildReport
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
@@ -101,7 +112,7 @@ func rebuildTx(tx *bolt.Tx) (RebuildReport, error) {
 		return rep, fmt.Errorf("schema version %q", meta.Get(keySchema))
 	}
 	if v > SchemaVersion {
-		return rep, fmt.Errorf("%w: schema version %d is newer than this worker's %d", ErrNewerSchema, v, SchemaVersion)
+		return rep, newerSchema(v)
 	}
 	rep.FromSchema = v
 	log := tx.Bucket(bucketLog)
@@ -115,8 +126,14 @@ func rebuildTx(tx *bolt.Tx) (RebuildReport, error) {
 	c := log.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		rec, err := decodeRecord(k, v)
+		if err == nil {
+			err = checkLogged(rec, last)
+		}
 		if err != nil {
-			return rep, fmt.Errorf("log: %v (the log itself is damaged)", err)
+			return rep, fmt.Errorf("%v (the log itself is damaged)", err)
+		}
+		if rv.Record != nil {
+			rv.Record(rec)
 		}
 		s := snaps[rec.Job]
 		if s == nil {
@@ -128,6 +145,17 @@ func rebuildTx(tx *bolt.Tx) (RebuildReport, error) {
 		seqs[rec.Job] = append(seqs[rec.Job], rec.Seq)
 		last = rec.Seq
 		rep.Records++
+	}
+	if err := checkLogEnd(log.Sequence(), last); err != nil {
+		return rep, fmt.Errorf("%v (the log itself is damaged)", err)
+	}
+	if d, err := strconv.ParseUint(string(meta.Get(keyDerived)), 10, 64); err == nil && d > last {
+		return rep, fmt.Errorf("meta/derived %d is past the last record %d: records are missing from the log's end (the log itself is damaged)", d, last)
+	}
+	if rv.Done != nil {
+		if err := rv.Done(); err != nil {
+			return rep, err
+		}
 	}
 	if log.Sequence() < last {
 		if err := log.SetSequence(last); err != nil {

@@ -80,7 +80,7 @@ func TestRebuildRepairsDerivedData(t *testing.T) {
 			if err := Check(path); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("check of the damaged file: %v", err)
 			}
-			rep, err := Rebuild(path)
+			rep, err := Rebuild(path, RebuildVerifier{})
 			if err != nil || rep.Records != 200 || rep.Jobs != 5 || rep.FromSchema != SchemaVersion {
 				t.Fatalf("rebuild: %+v, %v", rep, err)
 			}
@@ -128,7 +128,7 @@ func seqsOf(recs []Record) []uint64 {
 func TestRebuildUpgradesSchema3(t *testing.T) {
 	path, snaps, recs := rebuildFixture(t, 3)
 	mutate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketJobs).Put([]byte("d"), []byte("[")) })
-	rep, err := Rebuild(path)
+	rep, err := Rebuild(path, RebuildVerifier{})
 	if err != nil || rep.FromSchema != 3 {
 		t.Fatalf("rebuild: %+v, %v", rep, err)
 	}
@@ -149,16 +149,52 @@ func TestRebuildRefuses(t *testing.T) {
 	path := copyOf(t, orig)
 	mutate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Put(seqKey(7), []byte("{")) })
 	before := fileSum(t, path)
-	if _, err := Rebuild(path); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "record 7") || !strings.Contains(err.Error(), "the log itself is damaged") {
+	if _, err := Rebuild(path, RebuildVerifier{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "record 7") || !strings.Contains(err.Error(), "the log itself is damaged") {
 		t.Fatalf("rebuild over a damaged record: %v", err)
 	}
 	if fileSum(t, path) != before {
 		t.Fatal("a refused rebuild changed the file")
 	}
 
+	// Records lost, or a log the worker could not have written: refused
+	// before anything is written, so the evidence stays.
+	for _, tt := range []struct {
+		name   string
+		damage func(tx *bolt.Tx) error
+		rv     RebuildVerifier
+		want   string
+	}{
+		{"last record lost", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Delete(seqKey(200)) }, RebuildVerifier{}, "records 200 to 200 are missing"},
+		{"last record and sequence lost", func(tx *bolt.Tx) error {
+			if err := tx.Bucket(bucketLog).Delete(seqKey(200)); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketLog).SetSequence(199)
+		}, RebuildVerifier{}, "meta/derived 200 is past the last record 199"},
+		{"a record lost", func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Delete(seqKey(100)) }, RebuildVerifier{}, "log/100: missing"},
+		{"unknown kind", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketLog).Put(seqKey(100), []byte(`{"seq":100,"job":"a","kind":"bogus"}`))
+		}, RebuildVerifier{}, `log/100: unknown record kind "bogus"`},
+		{"the caller's check", func(tx *bolt.Tx) error { return tx.Bucket(bucketJobs).Delete([]byte("a")) },
+			RebuildVerifier{Done: func() error { return errors.New("lifecycle broken") }}, "lifecycle broken"},
+	} {
+		path := copyOf(t, orig)
+		mutate(t, path, tt.damage)
+		before := fileSum(t, path)
+		if _, err := Rebuild(path, tt.rv); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: rebuild: %v; want ErrCorrupt naming %q", tt.name, err, tt.want)
+		}
+		if fileSum(t, path) != before {
+			t.Errorf("%s: a refused rebuild changed the file", tt.name)
+		}
+		if err := Check(path); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: check: %v", tt.name, err)
+		}
+	}
+
 	path = copyOf(t, orig)
 	j := open(t, path)
-	if _, err := Rebuild(path); !errors.Is(err, ErrLocked) {
+	if _, err := Rebuild(path, RebuildVerifier{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("rebuild while open: %v", err)
 	}
 	j.Close()
@@ -166,7 +202,7 @@ func TestRebuildRefuses(t *testing.T) {
 	path = copyOf(t, orig)
 	mutate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) })
 	before = fileSum(t, path)
-	if _, err := Rebuild(path); !errors.Is(err, ErrNewerSchema) || errors.Is(err, ErrCorrupt) {
+	if _, err := Rebuild(path, RebuildVerifier{}); !errors.Is(err, ErrNewerSchema) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("rebuild of a newer journal: %v", err)
 	}
 	if fileSum(t, path) != before {

@@ -119,7 +119,7 @@ func TestQuarantineOnlyCorruptJournals(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		if !errors.Is(err, journal.ErrNewerSchema) || errors.Is(err, journal.ErrCorrupt) || !strings.Contains(err.Error(), "never moves it") {
+		if !errors.Is(err, journal.ErrNewerSchema) || errors.Is(err, journal.ErrCorrupt) || !strings.Contains(err.Error(), "never moves a newer worker's journal aside") {
 			t.Fatalf("open of a newer journal with quarantine: %v", err)
 		}
 		if got := aside(data); len(got) != 0 {
@@ -181,9 +181,49 @@ func TestReplayRepair(t *testing.T) {
 		t.Fatalf("replay --verify after the repair exited %d: %s%s", code, out, errOut)
 	}
 
+	// A log the worker could not have written (a progress record of a job
+	// never polled): the repair refuses before it writes anything.
+	bad := t.TempDir()
+	badPath := filepath.Join(bad, "journal.db")
+	j, err := journal.Open(badPath, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append(journal.Record{Job: "x", Kind: journal.KindProgress}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	damage(t, badPath, "jobs", "x", []byte{0xff})
+	before, _ := os.ReadFile(badPath)
+	out, errOut, code = runIn(t, "replay", "--repair", "--data-dir", bad)
+	if after, _ := os.ReadFile(badPath); code != 1 || !strings.Contains(errOut, "break the job lifecycle") || !bytes.Equal(before, after) {
+		t.Fatalf("replay --repair of a log breaking the lifecycle exited %d (file changed: %v): %s%s", code, !bytes.Equal(before, after), out, errOut)
+	}
+
 	damage(t, path, "log", "\x00\x00\x00\x00\x00\x00\x00\x05", []byte("{"))
 	out, errOut, code = runIn(t, "replay", "--repair", "--data-dir", data)
 	if code != 1 || !strings.Contains(errOut, "the log itself is damaged") || !strings.Contains(errOut, "record 5") {
 		t.Fatalf("replay --repair over a damaged record exited %d: %s%s", code, out, errOut)
+	}
+}
+
+// TestReplayEscapesJobNames: a job name with terminal control bytes (from a
+// damaged or hostile journal) reaches replay's text output and its errors
+// escaped, never raw.
+func TestReplayEscapesJobNames(t *testing.T) {
+	data := t.TempDir()
+	j, err := journal.Open(filepath.Join(data, "journal.db"), journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append(journal.Record{Job: "\x1b[31mX\x07", Kind: journal.KindProgress}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	for _, args := range [][]string{{"replay"}, {"replay", "--verify"}} {
+		out, errOut, code := runIn(t, append(args, "--data-dir", data)...)
+		if code != 1 || !strings.Contains(out+errOut, `\x1b[31mX\a`) || strings.ContainsAny(out+errOut, "\x1b\x07") {
+			t.Fatalf("%v exited %d: %q %q", args, code, out, errOut)
+		}
 	}
 }

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/hypernode-sol/worker/journal"
 	"github.com/hypernode-sol/worker/runtime"
 )
 
@@ -39,11 +41,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &code) {
 		return int(code)
 	}
-	fmt.Fprintln(stderr, "hypernode-worker:", clean(err))
+	fmt.Fprintln(stderr, "hypernode-worker:", printableLines(clean(err)))
 	if errors.Is(err, errUsage) {
 		return 2
 	}
 	return 1
+}
+
+// printableLines is s with each line made safe for a terminal
+// (journal.Printable), its line breaks kept: what the worker prints can
+// hold job names and keys read from the journal or the chain.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = journal.Printable(l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// printableWriter writes through printableLines: for text output only (a
+// JSON encoder escapes what it writes itself).
+type printableWriter struct{ w io.Writer }
+
+func (p printableWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, printableLines(string(b))); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // exitCode lets a command choose its exit status after printing its own output.

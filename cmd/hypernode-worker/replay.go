@@ -51,13 +51,18 @@ func newReplayCmd() *cobra.Command {
 			job, _ := cmd.Flags().GetString("job")
 			asJSON, _ := cmd.Flags().GetBool("json")
 			path := filepath.Join(dir, "journal.db")
+			// Job names and fields come from the file: never raw to a terminal.
+			out := io.Writer(printableWriter{cmd.OutOrStdout()})
 			if repair, _ := cmd.Flags().GetBool("repair"); repair {
-				return repairJournal(cmd.OutOrStdout(), path)
+				return repairJournal(out, path)
 			}
 			if verifyOnly, _ := cmd.Flags().GetBool("verify"); verifyOnly {
-				return verifyJournal(cmd.OutOrStdout(), path)
+				return verifyJournal(out, path)
 			}
-			return replay(cmd.OutOrStdout(), path, job, asJSON)
+			if asJSON {
+				out = cmd.OutOrStdout()
+			}
+			return replay(out, path, job, asJSON)
 		},
 	}
 	addDataDirFlag(cmd.Flags())
@@ -68,10 +73,26 @@ func newReplayCmd() *cobra.Command {
 	return cmd
 }
 
+// rebuildJournal is journal.Rebuild refusing a log whose records break the
+// job lifecycle (fsm.Verifier): the repair rewrites only what the log
+// implies, so it needs a log the worker could have written.
+func rebuildJournal(path string) (journal.RebuildReport, error) {
+	v := fsm.NewVerifier()
+	return journal.Rebuild(path, journal.RebuildVerifier{
+		Record: v.Add,
+		Done: func() error {
+			if p := v.Problems(); len(p) > 0 {
+				return fmt.Errorf("%d record(s) break the job lifecycle, first: %s (the log itself is damaged)", len(p), p[0])
+			}
+			return nil
+		},
+	})
+}
+
 // repairJournal rebuilds the journal's derived data from its log
 // (journal.Rebuild) and verifies the result as --verify does.
 func repairJournal(out io.Writer, path string) error {
-	rep, err := journal.Rebuild(path)
+	rep, err := rebuildJournal(path)
 	if errors.Is(err, journal.ErrLocked) {
 		return fmt.Errorf("%w; stop the worker first", err)
 	}

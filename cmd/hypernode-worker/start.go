@@ -231,7 +231,7 @@ func (w *worker) openJournal() error {
 			// Derived data (snapshots, index) are rebuilt from the log,
 			// which keeps every job; only a journal whose log or page
 			// structure is damaged is moved aside.
-			if rep, rerr := journal.Rebuild(cfg.JournalPath()); rerr == nil {
+			if rep, rerr := rebuildJournal(cfg.JournalPath()); rerr == nil {
 				if err = journal.Check(cfg.JournalPath()); err == nil {
 					w.log.Warn().Int("records", rep.Records).Int("jobs", rep.Jobs).Msg("journal's snapshots and index were damaged: rebuilt from its log")
 					fmt.Fprintf(w.out, "⚠ journal's snapshots and index were damaged: rebuilt from its log (%d records, %d jobs)\n", rep.Records, rep.Jobs)
@@ -252,7 +252,7 @@ func (w *worker) openJournal() error {
 	case errors.Is(err, journal.ErrLocked):
 		return fmt.Errorf("another worker owns the data directory %s: %w", cfg.DataDir, err)
 	case errors.Is(err, journal.ErrNewerSchema):
-		return fmt.Errorf("%w\nThe file was left untouched (--quarantine-corrupt-journal never moves it: it is not corrupt)", err)
+		return fmt.Errorf("%w\nThe file was left untouched (--quarantine-corrupt-journal never moves a newer worker's journal aside)", err)
 	case errors.Is(err, journal.ErrCorrupt):
 		return fmt.Errorf("%w\nThe file was left untouched. Keep it for inspection. When only its snapshots or index are damaged, `hypernode-worker replay --repair` rebuilds them from the log and keeps every job. To start anyway, run start with --quarantine-corrupt-journal: it tries that repair first and, when the log itself is damaged, moves the file aside to %s.corrupt-<time> and starts with an empty journal", err, cfg.JournalPath())
 	case err != nil:
