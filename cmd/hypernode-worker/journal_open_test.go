@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/gagliardetto/solana-go"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hypernode-sol/worker/fsm"
 	"github.com/hypernode-sol/worker/journal"
+	"github.com/hypernode-sol/worker/runtime/runtimetest"
 )
 
 // TestQuarantineOnlyCorruptJournals: with --quarantine-corrupt-journal,
@@ -225,5 +229,54 @@ func TestReplayEscapesJobNames(t *testing.T) {
 		if code != 1 || !strings.Contains(out+errOut, `\x1b[31mX\a`) || strings.ContainsAny(out+errOut, "\x1b\x07") {
 			t.Fatalf("%v exited %d: %q %q", args, code, out, errOut)
 		}
+	}
+}
+
+// TestStartStopsOnAnUnreadableSnapshot: a journal whose stored snapshot
+// does not decode passes Open (it is read by the loop) and then stops start
+// at once, exit 1, naming the journal and the repair, instead of a worker
+// that says it started and fails only when it is stopped.
+func TestStartStopsOnAnUnreadableSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts containerd and the worker (skipped with -short)")
+	}
+	ctd := runtimetest.StartContainerd(t)
+	data := t.TempDir()
+	path := filepath.Join(data, "journal.db")
+	job := solana.NewWallet().PublicKey().String()
+	j, err := journal.Open(path, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append(journal.Record{Job: job, Kind: journal.KindTransition, Event: fsm.EvPoll, To: string(fsm.Polled)}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	damage(t, path, "jobs", job, []byte{0xff})
+
+	cmd := exec.Command(workerBinary(t), "start", "--network", "localnet", "--localnet-addr", freeAddr(t),
+		"--containerd-address", ctd, "--log-format", "json", "--env-file", "")
+	cmd.Env = append(os.Environ(), "HYPERNODE_DATA_DIR="+data)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runtimetest.UnmountUnder(data) })
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("start exited with %v\n%s\n%s", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("start still running 60 s after the loop failed:\n%s\n%s", stdout.String(), stderr.String())
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "journal "+path) || !strings.Contains(msg, "replay --repair") || !strings.Contains(msg, "snapshot of "+job) {
+		t.Fatalf("stderr does not name the journal, the job and the repair:\n%s", msg)
 	}
 }

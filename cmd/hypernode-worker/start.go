@@ -162,6 +162,10 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 		return err
 	}
 	defer api.Close()
+	// The health monitor and the prepull stop with the loop, also when the
+	// loop fails at once (an unreadable journal) rather than at a signal.
+	ctx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
 	healthDone := make(chan struct{})
 	go func() {
 		defer close(healthDone)
@@ -177,8 +181,12 @@ func startWorker(ctx context.Context, cfg *Config, stdout, stderr io.Writer) err
 	w.log.Info().Str("node", w.key.PublicKey().String()).Str("market", cfg.Market.String()).Str("rpc", redactSetting("SOLANA_RPC_URL", cfg.RPCURL)).Msg("worker started")
 
 	err = loop.Run(ctx)
+	stopAll()
 	<-healthDone
 	<-prepullDone
+	if errors.Is(err, journal.ErrCorrupt) {
+		err = fmt.Errorf("journal %s: %w\nCheck it with `hypernode-worker replay --verify`; when it names jobs/, jobrecs/ or meta/derived, `hypernode-worker replay --repair` rebuilds them from the log (worker stopped)", cfg.JournalPath(), err)
+	}
 	w.log.Info().Msg("stopping: leaving the market's node queue")
 	uctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
