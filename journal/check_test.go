@@ -86,6 +86,31 @@ func setIndex(t *testing.T, job string, seqs ...uint64) func(tx *bolt.Tx) error 
 	}
 }
 
+// checkDamage checks the sound journal at path, damages it, and asserts
+// that Check then fails with ErrCorrupt naming want and, when records names
+// a job, that reading its records fails with ErrCorrupt too.
+func checkDamage(t *testing.T, path string, damage func(tx *bolt.Tx) error, want, records string) {
+	t.Helper()
+	if err := Check(path); err != nil {
+		t.Fatalf("check before damage: %v", err)
+	}
+	mutate(t, path, damage)
+	if err := Check(path); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("check: %v; want ErrCorrupt naming %q", err, want)
+	}
+	if records == "" {
+		return
+	}
+	j, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if _, err := j.Records(records); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("records of %s: %v; want ErrCorrupt", records, err)
+	}
+}
+
 // TestCheckSchema3Index: a schema-3 file's index (a bucket per job) is
 // checked, and read by Records, in its own layout.
 func TestCheckSchema3Index(t *testing.T) {
@@ -110,25 +135,7 @@ func TestCheckSchema3Index(t *testing.T) {
 		}, "jobrecs/A/78: not a sequence number", "A"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			path := smallJournalSchema(t, 3)
-			if err := Check(path); err != nil {
-				t.Fatalf("check before damage: %v", err)
-			}
-			mutate(t, path, tt.mutate)
-			if err := Check(path); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("check: %v; want ErrCorrupt naming %q", err, tt.want)
-			}
-			if tt.records == "" {
-				return
-			}
-			j, err := Open(path, Options{ReadOnly: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer j.Close()
-			if _, err := j.Records(tt.records); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("records of %s: %v; want ErrCorrupt", tt.records, err)
-			}
+			checkDamage(t, smallJournalSchema(t, 3), tt.mutate, tt.want, tt.records)
 		})
 	}
 }
@@ -193,26 +200,7 @@ func TestCheckFindsTheFirstBadKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := smallJournal(t)
-			if err := Check(path); err != nil {
-				t.Fatalf("check before damage: %v", err)
-			}
-			mutate(t, path, tt.mutate)
-			err := Check(path)
-			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("check: %v; want ErrCorrupt naming %q", err, tt.want)
-			}
-			if tt.records == "" {
-				return
-			}
-			j, err := Open(path, Options{ReadOnly: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer j.Close()
-			if _, err := j.Records(tt.records); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("records of %s: %v; want ErrCorrupt", tt.records, err)
-			}
+			checkDamage(t, smallJournal(t), tt.mutate, tt.want, tt.records)
 		})
 	}
 }
