@@ -60,9 +60,10 @@ func checkPagesOf(path string) (err error) {
 // after a read-write Open of this file failed on damaged pages earlier in
 // this process, since bbolt then keeps the file mapped). It refuses,
 // leaving the file as it was, with an error wrapping ErrCorrupt when the
-// file's page structure is damaged (bbolt's own check, run first), a log record does not decode
-// (naming log/<seq>), or the meta bucket or schema version is unreadable;
-// with ErrNewerSchema for a newer worker's journal. Run Check afterwards.
+// file's page structure is damaged (bbolt's own check, run first), the log
+// is not sound (naming log/<seq>), or the meta bucket or schema version is
+// unreadable; with ErrNewerSchema for a newer worker's journal. Run Check
+// afterwards.
 func Rebuild(path string, rv RebuildVerifier) (rep RebuildReport, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if _, err := os.Stat(path); err != nil {
