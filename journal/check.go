@@ -88,10 +88,10 @@ func CheckWith(path string, cv CheckVisitor) (err error) {
 		return visitErr
 	}
 	if perr != nil { // the page check's verdict first: a walk over damaged pages may fail anywhere
-		return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, printable(perr.Error()))
+		return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, Printable(perr.Error()))
 	}
 	if werr != nil {
-		return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, printable(werr.Error()))
+		return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, Printable(werr.Error()))
 	}
 	if cv.Snapshots != nil {
 		cv.Snapshots(snaps)
@@ -293,7 +293,7 @@ func checkLogged(rec Record, prev uint64) error {
 	switch rec.Kind {
 	case KindTransition, KindIntent, KindProgress:
 	default:
-		return fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, printable(string(rec.Kind)))
+		return fmt.Errorf("log/%d: unknown record kind %q", rec.Seq, Printable(string(rec.Kind)))
 	}
 	if rec.Seq != prev+1 {
 		return fmt.Errorf("log/%d: missing (the record after %d is %d; records are never deleted)", prev+1, prev, rec.Seq)
@@ -497,9 +497,7 @@ func syncDir(dir string) error {
 // \xNN and a rune that is not printable (a control character such as ESC or
 // a newline) its Go escape, so that bytes read from a damaged or hostile
 // journal (a key, a job name) never reach a terminal raw.
-func Printable(s string) string { return printable(s) }
-
-func printable(s string) string {
+func Printable(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])

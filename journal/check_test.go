@@ -536,8 +536,8 @@ func TestPrintableErrors(t *testing.T) {
 		"snapshot of \"jöb\" ✓":  "snapshot of \"jöb\" ✓",
 		"tab\there\nnewline\x7f": `tab\there\nnewline\x7f`,
 	} {
-		if got := printable(in); got != want {
-			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
 	if got := hexKey(bytes.Repeat([]byte{0xab}, 150)); got != "abababababababababababababababab… (150 bytes)" {

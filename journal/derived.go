@@ -120,7 +120,7 @@ func (j *Journal) derive(tx *bolt.Tx, recs []Record, checkpoint bool) (*delta, e
 				snap.Fields = maps.Clone(snap.Fields) // a published snapshot is never changed
 			} else if old := jobs.Get([]byte(rec.Job)); old != nil {
 				if err := unmarshalSnapshot(old, &snap); err != nil {
-					return nil, fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, printable(rec.Job), printable(err.Error()))
+					return nil, fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, Printable(rec.Job), Printable(err.Error()))
 				}
 			}
 		}

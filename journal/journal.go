@@ -502,10 +502,11 @@ func (j *Journal) readIndex(idx *bolt.Bucket, job []byte) ([]uint64, error) {
 		}
 		return seqs, nil
 	}
-	if idx.Get(job) == nil && idx.Bucket(job) == nil {
+	v := idx.Get(job)
+	if v == nil && idx.Bucket(job) == nil {
 		return nil, nil
 	}
-	return nestedIndex(idx, job, idx.Get(job))
+	return nestedIndex(idx, job, v)
 }
 
 // decodeRecord decodes the log entry k -> v, checking that the key is a
@@ -655,7 +656,7 @@ func (j *Journal) Snapshot(job string) (Snapshot, error) {
 			return fmt.Errorf("%w: %s", ErrNotFound, job)
 		}
 		if err := unmarshalSnapshot(v, &snap); err != nil {
-			return fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, printable(job), printable(err.Error()))
+			return fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, Printable(job), Printable(err.Error()))
 		}
 		return nil
 	})
@@ -683,7 +684,7 @@ func (j *Journal) Snapshots() ([]Snapshot, error) {
 			}
 			var s Snapshot
 			if err := unmarshalSnapshot(v, &s); err != nil {
-				return fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, printable(string(k)), printable(err.Error()))
+				return fmt.Errorf("%w: snapshot of %s: %s", ErrCorrupt, Printable(string(k)), Printable(err.Error()))
 			}
 			out = append(out, s)
 			return nil

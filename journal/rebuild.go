@@ -40,7 +40,7 @@ func checkPagesOf(path string) (err error) {
 		}
 	}()
 	if err := db.View(checkPages); err != nil {
-		return fmt.Errorf("%w: %s: cannot rebuild: %s", ErrCorrupt, path, printable(err.Error()))
+		return fmt.Errorf("%w: %s: cannot rebuild: %s", ErrCorrupt, path, Printable(err.Error()))
 	}
 	return nil
 }
@@ -96,7 +96,7 @@ func Rebuild(path string, rv RebuildVerifier) (rep RebuildReport, err error) {
 		return rep, fmt.Errorf("%s: %w", path, err)
 	}
 	if err != nil {
-		return rep, fmt.Errorf("%w: %s: cannot rebuild: %s", ErrCorrupt, path, printable(err.Error()))
+		return rep, fmt.Errorf("%w: %s: cannot rebuild: %s", ErrCorrupt, path, Printable(err.Error()))
 	}
 	return rep, nil
 }
