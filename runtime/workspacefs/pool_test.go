@@ -189,6 +189,25 @@ func TestPoolSparesAreNeverShared(t *testing.T) {
 	}
 }
 
+// mountedLeftover is a pool directory holding what a killed worker left: the
+// spare spare-0 still mounted (unmounted at cleanup). It skips the test where
+// loop mounts are not available.
+func mountedLeftover(t *testing.T) (pool, left string) {
+	t.Helper()
+	if err := workspacefs.Check(); err != nil {
+		t.Skip(err)
+	}
+	pool = filepath.Join(t.TempDir(), "pool")
+	left = filepath.Join(pool, "spare-0")
+	if err := workspacefs.Mount(left, left+".img", poolCap); errors.Is(err, workspacefs.ErrUnsupported) {
+		t.Skip(err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { workspacefs.Unmount(left) })
+	return pool, left
+}
+
 // TestPoolClearsCrashLeftovers: what a killed worker left in the pool directory (a
 // spare still mounted and holding a file, a half-formatted image, a stray file) is
 // unmounted and removed by OpenPool; no job is ever given it.
@@ -196,17 +215,7 @@ func TestPoolClearsCrashLeftovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loop-mounts filesystems (skipped with -short)")
 	}
-	if err := workspacefs.Check(); err != nil {
-		t.Skip(err)
-	}
-	pool := filepath.Join(t.TempDir(), "pool")
-	left := filepath.Join(pool, "spare-0")
-	if err := workspacefs.Mount(left, left+".img", poolCap); errors.Is(err, workspacefs.ErrUnsupported) {
-		t.Skip(err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { workspacefs.Unmount(left) })
+	pool, left := mountedLeftover(t)
 	if err := os.WriteFile(filepath.Join(left, "stale"), []byte("left by a crash"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -274,17 +283,7 @@ func TestClearPool(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loop-mounts filesystems (skipped with -short)")
 	}
-	if err := workspacefs.Check(); err != nil {
-		t.Skip(err)
-	}
-	pool := filepath.Join(t.TempDir(), "pool")
-	left := filepath.Join(pool, "spare-0")
-	if err := workspacefs.Mount(left, left+".img", poolCap); errors.Is(err, workspacefs.ErrUnsupported) {
-		t.Skip(err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { workspacefs.Unmount(left) })
+	pool, left := mountedLeftover(t)
 	if err := os.WriteFile(filepath.Join(pool, "spare-1.img.tmp"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
